@@ -1,0 +1,38 @@
+"""Errors a user can act on: what was wrong, what was read, what to do."""
+
+from __future__ import annotations
+
+
+class PassthroughError(Exception):
+    """Base class. ``message`` says what is wrong, ``path`` what was read, ``hint`` what to do."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, path: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+        self.hint = hint
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.path:
+            parts.append(f"(read {self.path})")
+        if self.hint:
+            parts.append(self.hint)
+        return " ".join(parts)
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"code": self.code, "message": self.message, "path": self.path, "hint": self.hint}
+
+
+class NotAHostTree(PassthroughError):
+    code = "not_a_host_tree"
+
+
+class InvalidAddress(PassthroughError):
+    code = "invalid_address"
+
+
+class UnknownDevice(PassthroughError):
+    code = "unknown_device"

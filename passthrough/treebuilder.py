@@ -1,0 +1,463 @@
+"""Write a host tree in the sysfs layout from a description.
+
+Tests, benchmarks and the demo need hosts that nobody has at hand: a GPU behind a PCIe
+switch, an E810 with 128 VFs, a B550 chipset group. :class:`HostSpec` describes one and
+:func:`write_tree` lays it out exactly as the kernel does (device directories under
+``sys/devices/pciDDDD:BB``, relative links from ``sys/bus/pci/devices``, ``driver``,
+``iommu_group``, ``physfn``/``virtfnN``, ``sys/kernel/iommu_groups``, ``sys/class/iommu``),
+so :func:`passthrough.inventory.scan`, pciutils' ``lspci -A linux-sysfs`` and the kernel
+double all read it as they would read ``/``.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from passthrough.address import PciAddress
+
+GRAPHICS_CONSOLES = ("efifb", "simpledrm", "vesafb", "vgacon", "native")
+
+
+@dataclass
+class FunctionSpec:
+    address: str
+    vendor: str
+    device: str
+    class_code: str = "000000"
+    revision: str = "00"
+    subsystem_vendor: str | None = None
+    subsystem_device: str | None = None
+    driver: str | None = None
+    iommu_group: int | None = None
+    parent: str | None = None  # upstream bridge; None: on a root bus
+    boot_vga: bool | None = None  # the kernel writes boot_vga for display functions only
+    reset_methods: list[str] | None = None  # None: no reset_method file (kernels < 5.15)
+    has_reset: bool = False
+    numa_node: int = -1
+    link: tuple[str, int, str, int] | None = None  # current speed, width, max speed, width
+    sriov_totalvfs: int | None = None
+    sriov_numvfs: int = 0
+    physfn: str | None = None
+    driver_override: str | None = None
+    secondary_bus: int | None = None  # bridges; derived from children when None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.address = str(PciAddress.parse(self.address))
+        if self.parent:
+            self.parent = str(PciAddress.parse(self.parent))
+        if self.physfn:
+            self.physfn = str(PciAddress.parse(self.physfn))
+
+    @property
+    def is_bridge(self) -> bool:
+        return self.class_code[:4] == "0604"
+
+
+@dataclass
+class HostSpec:
+    functions: list[FunctionSpec] = field(default_factory=list)
+    cpu_vendor: str = "GenuineIntel"
+    cpu_flags: tuple[str, ...] = ("fpu", "vme", "msr", "pae", "vmx", "x2apic")
+    cpu_count: int = 4
+    cpuinfo: str | None = None  # a real /proc/cpuinfo wins over the two fields above
+    cmdline: str = "BOOT_IMAGE=/boot/vmlinuz root=/dev/nvme0n1p2 ro quiet"
+    osrelease: str = "6.8.12-4-pve"
+    iommu: str | None = "intel"  # "intel" (dmar units), "amd" (ivhd units) or None
+    iommu_units: dict[str, list[str]] | None = None  # unit name -> addresses; default: one unit for all
+    interrupt_remapping: bool = True
+    efi: bool = True
+    modules: tuple[str, ...] = ("kvm_intel", "kvm")
+    dev_vfio: tuple[str, ...] = ()
+    block_devices: dict[str, str] = field(default_factory=dict)  # disk name -> controller address
+    root_source: str | None = None  # "/dev/nvme0n1p2"; its disk must be in block_devices
+    root_fstype: str = "ext4"
+    net_devices: dict[str, str] = field(default_factory=dict)  # interface -> NIC address
+    net_bridges: dict[str, list[str]] = field(default_factory=dict)  # "vmbr0" -> ["enp5s0"]
+    default_route: str | None = None  # interface
+    console: str | None = None  # one of GRAPHICS_CONSOLES, on the boot VGA function
+    files: dict[str, str] = field(default_factory=dict)  # extra files: "etc/default/grub" -> text
+    dmesg: str | None = None
+
+    def function(self, address: str) -> FunctionSpec:
+        wanted = str(PciAddress.parse(address))
+        for function in self.functions:
+            if function.address == wanted:
+                return function
+        raise KeyError(address)
+
+
+def _write(path: str, text: str | bytes) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    mode = "wb" if isinstance(text, bytes) else "w"
+    with open(path, mode) as handle:
+        handle.write(text)
+
+
+def _link(path: str, target_abs: str) -> None:
+    """A relative symlink at ``path`` to ``target_abs``, so the tree can be moved."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if os.path.lexists(path):
+        os.unlink(path)
+    os.symlink(os.path.relpath(target_abs, os.path.dirname(path)), path)
+
+
+def _root_bus_name(address: PciAddress) -> str:
+    return f"pci{address.domain:04x}:{address.bus:02x}"
+
+
+def device_dirs(spec: HostSpec, sys_dir: str) -> dict[str, str]:
+    """Where each function's directory lives under ``sys/devices``, following parents."""
+    by_address = {function.address: function for function in spec.functions}
+    dirs: dict[str, str] = {}
+
+    def place(function: FunctionSpec, depth: int = 0) -> str:
+        if function.address in dirs:
+            return dirs[function.address]
+        if depth > 64:
+            raise ValueError(f"parent loop at {function.address}")
+        upstream = function.parent or function.physfn and by_address[function.physfn].parent
+        if upstream and upstream in by_address:
+            base = place(by_address[upstream], depth + 1)
+        else:
+            base = f"{sys_dir}/devices/{_root_bus_name(PciAddress.parse(function.address))}"
+        dirs[function.address] = f"{base}/{function.address}"
+        return dirs[function.address]
+
+    for function in spec.functions:
+        place(function)
+    return dirs
+
+
+def _config_space(function: FunctionSpec, multifunction: bool, primary: int, secondary: int, subordinate: int) -> bytes:
+    """The first 64 bytes of config space, consistent with the attribute files (what lspci reads unprivileged)."""
+    header_type = (0x01 if function.is_bridge else 0x00) | (0x80 if multifunction else 0)
+    class_value = int(function.class_code, 16)
+    data = bytearray(64)
+    struct.pack_into(
+        "<HHHHB",
+        data,
+        0,
+        int(function.vendor, 16),
+        int(function.device, 16),
+        0x0406,
+        0x0010,
+        int(function.revision, 16),
+    )
+    data[9] = class_value & 0xFF
+    data[10] = (class_value >> 8) & 0xFF
+    data[11] = (class_value >> 16) & 0xFF
+    data[14] = header_type
+    if function.is_bridge:
+        data[0x18], data[0x19], data[0x1A] = primary, secondary, subordinate
+    else:
+        struct.pack_into(
+            "<HH", data, 0x2C, int(function.subsystem_vendor or "0", 16), int(function.subsystem_device or "0", 16)
+        )
+    return bytes(data)
+
+
+def _secondary_buses(spec: HostSpec) -> dict[str, tuple[int, int]]:
+    """(secondary, subordinate) bus numbers for every bridge."""
+    children: dict[str, list[FunctionSpec]] = defaultdict(list)
+    for function in spec.functions:
+        if function.parent:
+            children[function.parent].append(function)
+    ranges: dict[str, tuple[int, int]] = {}
+
+    def visit(function: FunctionSpec) -> tuple[int, int]:
+        if function.address in ranges:
+            return ranges[function.address]
+        below = children.get(function.address, [])
+        buses = [PciAddress.parse(child.address).bus for child in below]
+        secondary = function.secondary_bus if function.secondary_bus is not None else (min(buses) if buses else 0)
+        subordinate = max([secondary] + [visit(child)[1] for child in below if child.is_bridge])
+        ranges[function.address] = (secondary, subordinate)
+        return ranges[function.address]
+
+    for function in spec.functions:
+        if function.is_bridge:
+            visit(function)
+    return ranges
+
+
+def write_tree(spec: HostSpec, root: str | os.PathLike[str]) -> str:
+    """Lay ``spec`` out under ``root``; returns the root as a string."""
+    root = os.fspath(root)
+    sys_dir = f"{root}/sys"
+    dirs = device_dirs(spec, sys_dir)
+    slots: dict[tuple[int, int, int], int] = defaultdict(int)
+    for function in spec.functions:
+        slots[PciAddress.parse(function.address).slot_key] += 1
+    bridge_ranges = _secondary_buses(spec)
+    virtfns: dict[str, list[str]] = defaultdict(list)
+    for function in spec.functions:
+        if function.physfn:
+            virtfns[function.physfn].append(function.address)
+
+    drivers = sorted({function.driver for function in spec.functions if function.driver} | {"pcieport"})
+    for driver in drivers:
+        _write_driver_dir(sys_dir, driver)
+    _write(f"{sys_dir}/bus/pci/drivers_probe", "")
+    _write(f"{sys_dir}/bus/pci/rescan", "")
+    os.makedirs(f"{sys_dir}/kernel/iommu_groups", exist_ok=True)
+
+    for function in spec.functions:
+        address = PciAddress.parse(function.address)
+        device_dir = dirs[function.address]
+        primary = PciAddress.parse(function.parent).bus if function.parent else address.bus
+        secondary, subordinate = bridge_ranges.get(function.address, (0, 0))
+        _write_function(
+            spec, function, device_dir, sys_dir, slots[address.slot_key] > 1, (primary, secondary, subordinate), virtfns
+        )
+
+    _write_iommu(spec, sys_dir, dirs)
+    _write_proc(spec, root)
+    _write_block_and_net(spec, root, dirs)
+    _write_console(spec, root, dirs)
+    if spec.efi:
+        os.makedirs(f"{sys_dir}/firmware/efi/efivars", exist_ok=True)
+    if spec.dev_vfio:
+        for name in spec.dev_vfio:
+            _write(f"{root}/dev/vfio/{name}", "")
+    for relative, text in spec.files.items():
+        _write(f"{root}/{relative}", text)
+    if spec.dmesg is not None:
+        _write(f"{root}/dmesg.txt", spec.dmesg)
+    return root
+
+
+def _write_driver_dir(sys_dir: str, driver: str) -> None:
+    base = f"{sys_dir}/bus/pci/drivers/{driver}"
+    os.makedirs(base, exist_ok=True)
+    for name in ("bind", "unbind", "new_id", "remove_id"):
+        if not os.path.exists(f"{base}/{name}"):
+            _write(f"{base}/{name}", "")
+
+
+def _write_function(
+    spec: HostSpec,
+    function: FunctionSpec,
+    device_dir: str,
+    sys_dir: str,
+    multifunction: bool,
+    bus_numbers: tuple[int, int, int],
+    virtfns: dict[str, list[str]],
+) -> None:
+    os.makedirs(device_dir, exist_ok=True)
+    attributes = {
+        "vendor": f"0x{function.vendor}",
+        "device": f"0x{function.device}",
+        "class": f"0x{function.class_code}",
+        "revision": f"0x{function.revision}",
+        "subsystem_vendor": f"0x{function.subsystem_vendor or '0000'}",
+        "subsystem_device": f"0x{function.subsystem_device or '0000'}",
+        "numa_node": str(function.numa_node),
+        "driver_override": function.driver_override or "(null)",
+        "enable": "1" if function.driver else "0",
+        "irq": "0",
+        "local_cpulist": f"0-{spec.cpu_count - 1}",
+        "modalias": (
+            f"pci:v0000{function.vendor.upper()}d0000{function.device.upper()}"
+            f"sv0000{(function.subsystem_vendor or '0000').upper()}sd0000{(function.subsystem_device or '0000').upper()}"
+            f"bc{function.class_code[:2].upper()}sc{function.class_code[2:4].upper()}i{function.class_code[4:].upper()}"
+        ),
+        "remove": "",
+        "rescan": "",
+    }
+    uevent = [
+        f"PCI_CLASS={int(function.class_code, 16):X}",
+        f"PCI_ID={function.vendor.upper()}:{function.device.upper()}",
+        f"PCI_SUBSYS_ID={(function.subsystem_vendor or '0000').upper()}:{(function.subsystem_device or '0000').upper()}",
+        f"PCI_SLOT_NAME={function.address}",
+        f"MODALIAS={attributes['modalias']}",
+    ]
+    if function.driver:
+        uevent.insert(0, f"DRIVER={function.driver}")
+    attributes["uevent"] = "\n".join(uevent)
+    if function.boot_vga is not None:
+        attributes["boot_vga"] = "1" if function.boot_vga else "0"
+    if function.reset_methods is not None:
+        attributes["reset_method"] = " ".join(function.reset_methods)
+    if function.has_reset or function.reset_methods:
+        attributes["reset"] = ""
+    if function.link:
+        current_speed, current_width, max_speed, max_width = function.link
+        attributes.update(
+            current_link_speed=current_speed,
+            current_link_width=str(current_width),
+            max_link_speed=max_speed,
+            max_link_width=str(max_width),
+        )
+    if function.sriov_totalvfs is not None:
+        attributes.update(
+            sriov_totalvfs=str(function.sriov_totalvfs),
+            sriov_numvfs=str(function.sriov_numvfs),
+            sriov_offset="128",
+            sriov_stride="1",
+            sriov_vf_device=function.extra.get("sriov_vf_device", function.device),
+            sriov_drivers_autoprobe="1",
+        )
+    attributes.update({key: value for key, value in function.extra.items() if key != "sriov_vf_device"})
+    for name, value in attributes.items():
+        _write(f"{device_dir}/{name}", value + "\n" if value else "")
+    _write(f"{device_dir}/config", _config_space(function, multifunction, *bus_numbers))
+
+    _link(f"{sys_dir}/bus/pci/devices/{function.address}", device_dir)
+    _link(f"{device_dir}/subsystem", f"{sys_dir}/bus/pci")
+    if function.driver:
+        _write_driver_dir(sys_dir, function.driver)
+        _link(f"{device_dir}/driver", f"{sys_dir}/bus/pci/drivers/{function.driver}")
+        _link(f"{sys_dir}/bus/pci/drivers/{function.driver}/{function.address}", device_dir)
+    if function.physfn:
+        parent_dir = os.path.dirname(device_dir) + f"/{function.physfn}"
+        _link(f"{device_dir}/physfn", parent_dir)
+    for index, vf in enumerate(virtfns.get(function.address, [])):
+        _link(f"{device_dir}/virtfn{index}", os.path.dirname(device_dir) + f"/{vf}")
+
+
+def _write_iommu(spec: HostSpec, sys_dir: str, dirs: dict[str, str]) -> None:
+    grouped = [function for function in spec.functions if function.iommu_group is not None]
+    for function in grouped:
+        group_dir = f"{sys_dir}/kernel/iommu_groups/{function.iommu_group}"
+        _write(f"{group_dir}/type", "DMA\n")
+        _write(f"{group_dir}/reserved_regions", "0x00000000fee00000 0x00000000feefffff msi\n")
+        _link(f"{dirs[function.address]}/iommu_group", group_dir)
+        _link(f"{group_dir}/devices/{function.address}", dirs[function.address])
+    if not spec.iommu or not grouped:
+        os.makedirs(f"{sys_dir}/class/iommu", exist_ok=True)
+        return
+    units = spec.iommu_units or {("dmar0" if spec.iommu == "intel" else "ivhd0"): [f.address for f in grouped]}
+    for unit, addresses in units.items():
+        unit_dir = f"{sys_dir}/devices/virtual/iommu/{unit}"
+        os.makedirs(f"{unit_dir}/devices", exist_ok=True)
+        _write(f"{unit_dir}/{'intel-iommu/version' if spec.iommu == 'intel' else 'amd-iommu/cap'}", "1:0\n")
+        _link(f"{sys_dir}/class/iommu/{unit}", unit_dir)
+        for address in addresses:
+            canonical = str(PciAddress.parse(address))
+            _link(f"{unit_dir}/devices/{canonical}", dirs[canonical])
+            _link(f"{dirs[canonical]}/iommu", unit_dir)
+
+
+def _cpuinfo(spec: HostSpec) -> str:
+    if spec.cpuinfo is not None:
+        return spec.cpuinfo
+    flags = " ".join(spec.cpu_flags)
+    blocks = [
+        f"processor\t: {index}\nvendor_id\t: {spec.cpu_vendor}\nmodel name\t: Synthetic CPU\nflags\t\t: {flags}\n"
+        for index in range(spec.cpu_count)
+    ]
+    return "\n".join(blocks)
+
+
+def _write_proc(spec: HostSpec, root: str) -> None:
+    proc = f"{root}/proc"
+    _write(f"{proc}/cpuinfo", _cpuinfo(spec))
+    _write(f"{proc}/cmdline", spec.cmdline + "\n")
+    _write(f"{proc}/sys/kernel/osrelease", spec.osrelease + "\n")
+    _write(f"{proc}/modules", "".join(f"{name} 16384 0 - Live 0x0000000000000000\n" for name in spec.modules))
+    chip = "IR-PCI-MSI" if spec.interrupt_remapping else "PCI-MSI"
+    ioapic = "IR-IO-APIC" if spec.interrupt_remapping else "IO-APIC"
+    _write(
+        f"{proc}/interrupts",
+        "           CPU0       CPU1\n"
+        f"   0:         42          0   {ioapic}    2-edge      timer\n"
+        f" 120:       1234          0  {chip} 524288-edge      nvme0q0\n",
+    )
+
+
+def _write_block_and_net(spec: HostSpec, root: str, dirs: dict[str, str]) -> None:
+    sys_dir = f"{root}/sys"
+    majors = {"nvme": 259, "sd": 8, "vd": 254}
+    for disk_index, (disk, controller) in enumerate(spec.block_devices.items()):
+        address = str(PciAddress.parse(controller))
+        major = next((number for prefix, number in majors.items() if disk.startswith(prefix)), 8)
+        disk_dir = f"{dirs[address]}/host{disk_index}/block/{disk}"
+        _write(f"{disk_dir}/dev", f"{major}:{disk_index * 16}\n")
+        _link(f"{sys_dir}/class/block/{disk}", disk_dir)
+        _link(f"{sys_dir}/block/{disk}", disk_dir)
+        _link(f"{sys_dir}/dev/block/{major}:{disk_index * 16}", disk_dir)
+        separator = "p" if disk[-1].isdigit() else ""
+        for number in (1, 2):
+            part = f"{disk}{separator}{number}"
+            part_dir = f"{disk_dir}/{part}"
+            _write(f"{part_dir}/partition", f"{number}\n")
+            _write(f"{part_dir}/dev", f"{major}:{disk_index * 16 + number}\n")
+            _link(f"{sys_dir}/class/block/{part}", part_dir)
+            _link(f"{sys_dir}/dev/block/{major}:{disk_index * 16 + number}", part_dir)
+    if spec.root_source:
+        name = spec.root_source.removeprefix("/dev/")
+        dev = "0:0"
+        if os.path.exists(f"{sys_dir}/class/block/{name}/dev"):
+            with open(f"{sys_dir}/class/block/{name}/dev") as handle:
+                dev = handle.read().strip()
+        _write(
+            f"{root}/proc/self/mountinfo",
+            f"22 1 {dev} / / rw,relatime shared:1 - {spec.root_fstype} {spec.root_source} rw\n"
+            "23 22 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw\n",
+        )
+        _write(
+            f"{root}/proc/mounts", f"{spec.root_source} / {spec.root_fstype} rw,relatime 0 0\nproc /proc proc rw 0 0\n"
+        )
+
+    for interface, controller in spec.net_devices.items():
+        address = str(PciAddress.parse(controller))
+        net_dir = f"{dirs[address]}/net/{interface}"
+        _write(f"{net_dir}/operstate", "up\n")
+        _link(f"{net_dir}/device", dirs[address])
+        _link(f"{sys_dir}/class/net/{interface}", net_dir)
+    for bridge, ports in spec.net_bridges.items():
+        bridge_dir = f"{sys_dir}/devices/virtual/net/{bridge}"
+        _write(f"{bridge_dir}/operstate", "up\n")
+        _link(f"{sys_dir}/class/net/{bridge}", bridge_dir)
+        for port in ports:
+            _link(f"{bridge_dir}/lower_{port}", os.path.realpath(f"{sys_dir}/class/net/{port}"))
+            _link(f"{bridge_dir}/brif/{port}", os.path.realpath(f"{sys_dir}/class/net/{port}") + "/brport")
+    if spec.default_route:
+        _write(
+            f"{root}/proc/net/route",
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+            f"{spec.default_route}\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"
+            f"{spec.default_route}\t0001A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n",
+        )
+
+
+def _write_console(spec: HostSpec, root: str, dirs: dict[str, str]) -> None:
+    sys_dir = f"{root}/sys"
+    if spec.console is None:
+        return
+    if spec.console not in GRAPHICS_CONSOLES:
+        raise ValueError(f"console must be one of {GRAPHICS_CONSOLES}")
+    boot = next((function for function in spec.functions if function.boot_vga), None)
+    vtcons = {"vtcon0": ("(S) dummy device", "0"), "vtcon1": ("(M) frame buffer device", "1")}
+    if spec.console == "vgacon":
+        vtcons = {"vtcon0": ("(S) VGA+", "1")}
+    elif spec.console in ("efifb", "vesafb", "simpledrm"):
+        platform = {"efifb": "efi-framebuffer.0", "vesafb": "vesa-framebuffer.0", "simpledrm": "simple-framebuffer.0"}[
+            spec.console
+        ]
+        name = {"efifb": "EFI VGA", "vesafb": "VESA VGA", "simpledrm": "simpledrmdrmfb"}[spec.console]
+        device = f"{sys_dir}/devices/platform/{platform}"
+        _write(f"{device}/graphics/fb0/name", name + "\n")
+        _link(f"{device}/graphics/fb0/device", device)
+        _link(f"{sys_dir}/class/graphics/fb0", f"{device}/graphics/fb0")
+        if spec.console == "simpledrm":
+            os.makedirs(f"{device}/drm/card0", exist_ok=True)
+            _link(f"{device}/drm/card0/device", device)
+            _link(f"{sys_dir}/class/drm/card0", f"{device}/drm/card0")
+    elif spec.console == "native" and boot is not None:
+        device = dirs[boot.address]
+        _write(f"{device}/graphics/fb0/name", f"{boot.driver or 'drm'}drmfb\n")
+        _link(f"{device}/graphics/fb0/device", device)
+        _link(f"{sys_dir}/class/graphics/fb0", f"{device}/graphics/fb0")
+        os.makedirs(f"{device}/drm/card0", exist_ok=True)
+        _link(f"{device}/drm/card0/device", device)
+        _link(f"{sys_dir}/class/drm/card0", f"{device}/drm/card0")
+    for vtcon, (name, bind) in vtcons.items():
+        vt_dir = f"{sys_dir}/devices/virtual/vtconsole/{vtcon}"
+        _write(f"{vt_dir}/name", name + "\n")
+        _write(f"{vt_dir}/bind", bind + "\n")
+        _link(f"{sys_dir}/class/vtconsole/{vtcon}", vt_dir)
