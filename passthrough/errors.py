@@ -36,3 +36,15 @@ class InvalidAddress(PassthroughError):
 
 class UnknownDevice(PassthroughError):
     code = "unknown_device"
+
+
+class SysfsWriteError(PassthroughError):
+    """A write to a kernel attribute failed; ``errno`` is what the kernel answered."""
+
+    code = "sysfs_write_failed"
+
+    def __init__(
+        self, message: str, *, path: str | None = None, hint: str | None = None, errno: int | None = None
+    ) -> None:
+        super().__init__(message, path=path, hint=hint)
+        self.errno = errno

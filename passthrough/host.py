@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from passthrough.errors import NotAHostTree
+from passthrough.errors import NotAHostTree, SysfsWriteError
 
 PCI_DEVICES = "sys/bus/pci/devices"
 PCI_DRIVERS = "sys/bus/pci/drivers"
@@ -111,6 +111,29 @@ class HostTree:
         """Last component of a symlink's target (``driver`` -> ``vfio-pci``), or None."""
         target = self.readlink(relative)
         return None if target is None else target.rstrip("/").rsplit("/", 1)[-1]
+
+    # Writes: only privileged operations (passthrough.ops) call this, on the root worker.
+    def write(self, relative: str, value: str) -> None:
+        """Store ``value`` into a kernel attribute, as ``echo -n value > attr`` would.
+
+        Raises :class:`SysfsWriteError` carrying the path and the kernel's errno; a test
+        double of the kernel (see ``passthrough.kerneldouble``) overrides this method.
+        """
+        path = self.path(relative)
+        try:
+            fd = os.open(path, os.O_WRONLY)
+        except OSError as error:
+            raise SysfsWriteError(
+                f"Cannot open {relative} for writing: {error.strerror}.", path=path, errno=error.errno
+            ) from error
+        try:
+            os.write(fd, value.encode())
+        except OSError as error:
+            raise SysfsWriteError(
+                f"The kernel refused {value!r} for {relative}: {error.strerror}.", path=path, errno=error.errno
+            ) from error
+        finally:
+            os.close(fd)
 
     def __repr__(self) -> str:
         return f"HostTree({self.root!r})"

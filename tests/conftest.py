@@ -1,0 +1,23 @@
+"""Shared fixtures. Keep this file small: helpers specific to one area live beside its tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from passthrough.treebuilder import HostSpec, write_tree
+
+
+@pytest.fixture
+def make_tree(tmp_path: Path) -> Callable[[HostSpec], Path]:
+    """Write a HostSpec under a fresh directory and return its root."""
+    counter = iter(range(1000))
+
+    def build(spec: HostSpec) -> Path:
+        root = tmp_path / f"host{next(counter)}"
+        write_tree(spec, root)
+        return root
+
+    return build
