@@ -112,6 +112,22 @@ class HostTree:
         target = self.readlink(relative)
         return None if target is None else target.rstrip("/").rsplit("/", 1)[-1]
 
+    def kernel_log(self) -> list[str] | None:
+        """Kernel log lines: ``dmesg.txt`` in a captured tree, ``dmesg`` on the live host.
+
+        None when unreadable (``kernel.dmesg_restrict`` keeps it from non-root users).
+        """
+        if not self.is_live:
+            text = self.read("dmesg.txt", limit=16 * 1024 * 1024)
+            return None if text is None else text.splitlines()
+        import subprocess
+
+        try:
+            result = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=10, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return result.stdout.splitlines() if result.returncode == 0 else None
+
     # Writes: only privileged operations (passthrough.ops) call this, on the root worker.
     def write(self, relative: str, value: str) -> None:
         """Store ``value`` into a kernel attribute, as ``echo -n value > attr`` would.
