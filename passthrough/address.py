@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from passthrough.errors import InvalidAddress
 
+_HINT = "Write it as domain:bus:slot.function in hex, for example 0000:01:00.0."
 _FULL = re.compile(r"^(?:([0-9a-fA-F]{4,8}):)?([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])$")
 
 
@@ -27,19 +28,13 @@ class PciAddress:
         if not isinstance(text, str):
             raise InvalidAddress(f"A PCI address must be text, not {type(text).__name__}.")
         match = _FULL.match(text.strip())
+        shown = text if len(text) <= 40 else text[:40] + "…"
         if not match or (require_domain and match.group(1) is None):
-            shown = text if len(text) <= 40 else text[:40] + "…"
-            raise InvalidAddress(
-                f"{shown!r} is not a PCI address.",
-                hint="Write it as domain:bus:slot.function in hex, for example 0000:01:00.0.",
-            )
+            raise InvalidAddress(f"{shown!r} is not a PCI address.", hint=_HINT)
         domain, bus, slot, function = match.groups()
         slot_number = int(slot, 16)
         if slot_number > 0x1F:
-            raise InvalidAddress(
-                f"{text!r} has slot {slot}; PCI slots run from 00 to 1f.",
-                hint="Check the address against the device list.",
-            )
+            raise InvalidAddress(f"{shown!r} has slot {slot}, but PCI slots run from 00 to 1f.", hint=_HINT)
         return cls(int(domain or "0", 16), int(bus, 16), slot_number, int(function))
 
     def __str__(self) -> str:

@@ -197,11 +197,13 @@ def scan(tree: HostTree | str | os.PathLike[str]) -> Inventory:
     names = pciids.load()
     devices_dir = tree.path(PCI_DEVICES)
     try:
-        entries = sorted(name for name in os.listdir(devices_dir) if is_address(name))
+        # Domains may be wider than four digits (10000:00:04.0): order by domain width first.
+        entries = sorted(
+            (name for name in os.listdir(devices_dir) if is_address(name)), key=lambda n: (n.index(":"), n)
+        )
     except OSError:
         entries = []
     functions = [_read_function(tree, devices_dir, name, names) for name in entries]
-    functions.sort(key=lambda function: function.pci_address)
     host_critical = isolation.find_host_critical(tree, functions)
     acs_override = "pcie_acs_override=" in (tree.read("proc/cmdline") or "")
     groups = isolation.build_groups(functions, host_critical, acs_override=acs_override)
