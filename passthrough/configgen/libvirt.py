@@ -1,0 +1,195 @@
+"""A libvirt domain XML with ``<hostdev>`` entries, valid for ``virt-xml-validate FILE domain``.
+
+Only what passthrough needs is filled in (machine, firmware, CPU, memory, the hostdevs and
+their PCIe root ports); ``virsh define`` accepts it as is, and ``virt-manager`` or
+``virsh edit`` add the disk and network after.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from typing import TYPE_CHECKING
+
+from passthrough.configgen.hostcheck import comment_block
+from passthrough.configgen.layout import device_summary, guest_slots
+from passthrough.configgen.spec import OVMF_CODE, OVMF_VARS, GeneratedConfig, HostRequirement, VmSpec
+
+if TYPE_CHECKING:
+    from passthrough.inventory import Inventory
+
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+NVRAM_DIR = "/var/lib/libvirt/qemu/nvram"
+FIRST_SLOT = 0x10
+
+ET.register_namespace("qemu", QEMU_NS)
+
+
+def _hex(value: int, width: int) -> str:
+    return f"0x{value:0{width}x}"
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None, **attributes: str) -> ET.Element:
+    element = ET.SubElement(parent, tag, attributes)
+    if text is not None:
+        element.text = text
+    return element
+
+
+def domain(spec: VmSpec) -> tuple[ET.Element, dict[str, str]]:
+    notes: dict[str, str] = {}
+    root = ET.Element("domain", {"type": "kvm"})
+    _sub(root, "name", spec.name)
+    _sub(root, "memory", str(spec.memory_mib), unit="MiB")
+    if spec.hugepages:
+        backing = _sub(root, "memoryBacking")
+        _sub(backing, "hugepages")
+        notes["<hugepages/>"] = (
+            "Guest RAM from the host's huge pages: vfio pins all guest memory for DMA, and huge pages make the "
+            "pinning and IOMMU mappings cheaper. Reserve them first (vm.nr_hugepages)."
+        )
+    _sub(root, "vcpu", str(spec.vcpus), placement="static")
+
+    os_element = _sub(root, "os")
+    _sub(os_element, "type", "hvm", arch="x86_64", machine="q35" if spec.machine == "q35" else "pc")
+    if spec.firmware == "ovmf":
+        _sub(os_element, "loader", OVMF_CODE, readonly="yes", type="pflash")
+        _sub(os_element, "nvram", f"{NVRAM_DIR}/{spec.name}_VARS.fd", template=OVMF_VARS)
+        notes["<loader type='pflash'>"] = (
+            "UEFI firmware (OVMF, Debian package ovmf). libvirt copies the <nvram> template once, so the VM keeps "
+            "its own UEFI variables. Modern GPUs boot through their UEFI ROM."
+        )
+
+    features = _sub(root, "features")
+    _sub(features, "acpi")
+    _sub(features, "apic")
+    if spec.hv_vendor_id:
+        hyperv = _sub(features, "hyperv")
+        _sub(hyperv, "vendor_id", state="on", value=spec.hv_vendor_id)
+        notes["<vendor_id>"] = (
+            "Replaces the Hyper-V vendor string 'Microsoft Hv' the guest sees; old NVIDIA drivers check it."
+        )
+    if spec.hide_kvm:
+        kvm = _sub(features, "kvm")
+        _sub(kvm, "hidden", state="on")
+        notes["<hidden state='on'/>"] = (
+            "Hides the KVM signature (QEMU's kvm=off). NVIDIA GeForce drivers before 465 stop with error 43 when "
+            "they see a hypervisor; newer drivers do not need it."
+        )
+    _sub(root, "cpu", mode="host-passthrough", check="none")
+
+    devices = _sub(root, "devices")
+    _sub(devices, "emulator", "/usr/bin/qemu-system-x86_64")
+    _sub(devices, "controller", type="pci", index="0", model="pcie-root" if spec.machine == "q35" else "pci-root")
+    overrides: list[str] = []
+    _hostdevs(spec, devices, overrides, notes)
+    if spec.primary is not None:
+        video = _sub(devices, "video")
+        _sub(video, "model", type="none")
+        notes["<model type='none'/>"] = "No emulated display: the passed GPU is the guest's screen."
+    if overrides:
+        _x_vga_override(root, overrides)
+        notes["x-vga"] = (
+            "libvirt has no x-vga attribute; <qemu:override> sets QEMU's x-vga=on on the primary GPU, which SeaBIOS "
+            "needs to reach the card's legacy VGA ROM. The host kernel needs CONFIG_VFIO_PCI_VGA (Debian has it)."
+        )
+    elif spec.primary is not None:
+        notes["x-vga"] = (
+            "Not set under OVMF: UEFI drives the card through the GOP driver in its ROM and never uses the legacy "
+            "VGA ranges."
+        )
+    return root, notes
+
+
+def _hostdevs(spec: VmSpec, devices: ET.Element, overrides: list[str], notes: dict[str, str]) -> None:
+    slots = guest_slots(spec)
+    for slot in slots:
+        if spec.uses_pcie:
+            index = slot.index + 1
+            controller = _sub(devices, "controller", type="pci", index=str(index), model="pcie-root-port")
+            _sub(controller, "target", chassis=str(index), port=_hex(FIRST_SLOT + slot.index, 2))
+            bus, guest_slot = index, 0
+        else:
+            bus, guest_slot = 0, FIRST_SLOT + slot.index
+        for device, guest_function in slot.functions:
+            host = device.pci_address
+            hostdev = _sub(devices, "hostdev", mode="subsystem", type="pci", managed="yes")
+            _sub(hostdev, "driver", name="vfio")
+            source = _sub(hostdev, "source")
+            _sub(
+                source,
+                "address",
+                domain=_hex(host.domain, 4),
+                bus=_hex(host.bus, 2),
+                slot=_hex(host.slot, 2),
+                function=_hex(host.function, 1),
+            )
+            if device.x_vga and spec.firmware == "seabios":
+                alias = f"ua-hostdev{len(overrides)}"
+                _sub(hostdev, "alias", name=alias)
+                overrides.append(alias)
+            if device.rom_file:
+                _sub(hostdev, "rom", file=device.rom_file)
+            elif not device.rombar:
+                _sub(hostdev, "rom", bar="off")
+            guest = {
+                "type": "pci",
+                "domain": "0x0000",
+                "bus": _hex(bus, 2),
+                "slot": _hex(guest_slot, 2),
+                "function": _hex(guest_function, 1),
+            }
+            if slot.multifunction and guest_function == 0:
+                guest["multifunction"] = "on"
+            _sub(hostdev, "address", **guest)
+    notes["<hostdev managed='yes'>"] = (
+        "libvirt detaches the function from its host driver when the VM starts and gives it back after; "
+        "<source><address> is the function on this host, the second <address> its place in the guest."
+    )
+    if spec.uses_pcie:
+        notes["pcie-root-port"] = "One PCIe root port per passed device, so each sits on its own PCIe link."
+    if any(slot.multifunction for slot in slots):
+        notes["multifunction='on'"] = (
+            "The functions of one card share one guest slot with their function numbers, as on the real card."
+        )
+    if any(device.rom_file for device in spec.devices):
+        notes["<rom file>"] = "The option ROM the guest runs instead of the card's own (a dumped or patched ROM)."
+    if any(not device.rombar for device in spec.devices):
+        notes["<rom bar='off'/>"] = "Hides the device's ROM BAR from the guest; some cards hang when it is read."
+
+
+def _x_vga_override(root: ET.Element, aliases: list[str]) -> None:
+    override = ET.SubElement(root, f"{{{QEMU_NS}}}override")
+    for alias in aliases:
+        device = ET.SubElement(override, f"{{{QEMU_NS}}}device", {"alias": alias})
+        frontend = ET.SubElement(device, f"{{{QEMU_NS}}}frontend")
+        ET.SubElement(frontend, f"{{{QEMU_NS}}}property", {"name": "x-vga", "type": "bool", "value": "true"})
+
+
+def _comment(lines: list[str]) -> str:
+    # "--" may not appear inside an XML comment.
+    body = "\n".join(line.replace("--", "- -") for line in lines)
+    return f"<!--\n{body}\n-->"
+
+
+def generate(inventory: Inventory, spec: VmSpec, requirements: list[HostRequirement]) -> GeneratedConfig:
+    root, notes = domain(spec)
+    ET.indent(root, space="  ")
+    header = [
+        f"{spec.name}: libvirt domain with PCI passthrough, generated by Passthrough Wizard.",
+        f"Define it with: virsh define {spec.name}.xml   (then add a disk with virt-manager or virsh edit)",
+        "",
+        "Devices passed:",
+        *(f"  {line}" for line in device_summary(inventory, spec)),
+        "",
+        *comment_block(requirements, inventory.root, ""),
+    ]
+    body = ET.tostring(root, encoding="unicode")
+    text = _comment(header) + "\n" + body + "\n"
+    return GeneratedConfig(
+        target="libvirt",
+        text=text,
+        filename=f"{spec.name}.xml",
+        media_type="application/xml",
+        notes=notes,
+        host_requirements=requirements,
+    )
