@@ -176,9 +176,9 @@ def add_readiness_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_readiness(args: argparse.Namespace, out: TextIO) -> int:
+    tree = _open_tree(args.root)
     from passthrough import readiness
 
-    tree = _open_tree(args.root)
     if args.format == "json":
         report = readiness.report(tree)
         write_json(out, report)

@@ -152,8 +152,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = VAR_DIR / "static"
-# Serve straight from static/ through the finders: no collectstatic step to forget.
+# WhiteNoise serves straight from static/ through the finders: no STATIC_ROOT, no
+# collectstatic step to forget on a host that runs from its git checkout.
 WHITENOISE_USE_FINDERS = True
 
 REDIS_URL = envstr("REDIS_URL", "redis://127.0.0.1:6379/0")
