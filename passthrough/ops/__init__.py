@@ -1,0 +1,69 @@
+"""Privileged operations: each validates against the live kernel, acts, verifies, and rolls back.
+
+The public API the Celery tasks and the shell commands call, with JSON-able arguments:
+
+* :func:`bind_vfio` / :func:`restore_driver`: a whole IOMMU group to vfio-pci and back;
+* :func:`reset`: a function-level reset, by the kernel's choice or the user's;
+* :func:`set_sriov_vfs`: how many VFs a PF exposes;
+* persistence (``plan_*`` shows a diff and writes nothing, ``apply_*`` writes with a
+  backup and returns how to undo, ``undo_*`` restores the backup).
+
+Bad input raises a :class:`~passthrough.errors.PassthroughError` subclass before anything
+is written; everything else returns an :class:`OperationResult`.
+"""
+
+from passthrough.ops.bind import bind_vfio, restore_driver
+from passthrough.ops.commands import CommandResult, RunCommand
+from passthrough.ops.errors import (
+    ConfirmationRequired,
+    DeviceInUse,
+    GroupNotViable,
+    InvalidCount,
+    InvalidDriverName,
+    InvalidRequest,
+    IommuOff,
+    NotSriovCapable,
+    OperationFailed,
+    ResetRefused,
+    ResetUnavailable,
+    UnknownResetMethod,
+    VerificationFailed,
+    VfioUnavailable,
+)
+from passthrough.ops.reset import amd_reset_bug_family, reset
+from passthrough.ops.result import FAILED, OUTCOMES, ROLLED_BACK, SUCCEEDED, UNCHANGED, OperationResult, Step
+from passthrough.ops.sriov import set_sriov_vfs
+from passthrough.ops.validate import RESET_METHODS, confirmation_phrase
+
+__all__ = [
+    "bind_vfio",
+    "restore_driver",
+    "reset",
+    "set_sriov_vfs",
+    "amd_reset_bug_family",
+    "confirmation_phrase",
+    "RESET_METHODS",
+    "OperationResult",
+    "Step",
+    "CommandResult",
+    "RunCommand",
+    "OUTCOMES",
+    "SUCCEEDED",
+    "UNCHANGED",
+    "FAILED",
+    "ROLLED_BACK",
+    "ConfirmationRequired",
+    "DeviceInUse",
+    "GroupNotViable",
+    "InvalidCount",
+    "InvalidDriverName",
+    "InvalidRequest",
+    "IommuOff",
+    "NotSriovCapable",
+    "OperationFailed",
+    "ResetRefused",
+    "ResetUnavailable",
+    "UnknownResetMethod",
+    "VerificationFailed",
+    "VfioUnavailable",
+]

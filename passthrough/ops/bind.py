@@ -1,0 +1,272 @@
+"""bind_vfio and restore_driver: a whole IOMMU group to vfio-pci, and back to the host.
+
+vfio hands a VM a whole group, so both act on every endpoint of the group of the address
+given (bridges keep their driver, a host bridge without one stays). Binding is the
+kernel's own sequence: ``driver_override`` = vfio-pci, unbind from the current driver,
+``drivers_probe``. Going back clears the override, unbinds from vfio-pci and probes again.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from passthrough.host import HostTree
+from passthrough.inventory import Inventory, IommuGroup, scan
+from passthrough.isolation import describe
+from passthrough.ops import console
+from passthrough.ops.commands import RunCommand, runner_for
+from passthrough.ops.errors import VerificationFailed
+from passthrough.ops.flow import carry_out
+from passthrough.ops.modules import ensure_vfio
+from passthrough.ops.result import UNCHANGED, OperationResult, Progress, Recorder
+from passthrough.ops.sysfs import VFIO, driver, functions_state, probe, put_back, set_override, unbind, vfio_node
+from passthrough.ops.validate import (
+    parse_address,
+    parse_confirm,
+    parse_flag,
+    parse_previous_drivers,
+    require_device,
+    require_group,
+    require_group_not_open,
+    require_viable,
+)
+
+_NOT_GIVEN = object()
+
+
+def _group_state(
+    tree: HostTree, group: int, addresses: list[str], holders: list[console.ConsoleHolder]
+) -> dict[str, Any]:
+    state: dict[str, Any] = {"functions": functions_state(tree, addresses), "vfio_group_node": vfio_node(tree, group)}
+    if holders:
+        state["console"] = console.console_state(tree, holders)
+    return state
+
+
+def _companion_warnings(inventory: Inventory, group: IommuGroup) -> list[str]:
+    warnings = []
+    for address in group.companions:
+        function = inventory.device(address)
+        if function is not None:
+            warnings.append(
+                f"{describe(function)} belongs to the same card but sits in IOMMU group {function.iommu_group}; "
+                "bind that group too, or the card cannot work in the VM."
+            )
+    return warnings
+
+
+def bind_vfio(
+    tree: HostTree,
+    address: Any,
+    *,
+    confirm: Any = None,
+    release_console: Any = False,
+    progress: Progress | None = None,
+    run_command: RunCommand | None = None,
+) -> OperationResult:
+    """Bind every endpoint of ``address``'s IOMMU group to vfio-pci; roll back on any failure."""
+    result = OperationResult("bind_vfio", parameters={"address": address, "release_console": release_console})
+    recorder = Recorder(result, progress)
+    with recorder.step("validate", address if isinstance(address, str) else None) as step:
+        wanted = parse_address(address)
+        release = parse_flag(release_console, "release_console")
+        confirmation = parse_confirm(confirm)
+        inventory = scan(tree)
+        function = require_device(inventory, wanted)
+        group = require_group(tree, inventory, function)
+        confirmed = require_viable(tree, inventory, group, confirmation, action="binding it to vfio-pci")
+        step.detail = f"IOMMU group {group.id}: {', '.join(group.endpoints)} go to vfio-pci" + (
+            f"; host-critical {', '.join(confirmed)} confirmed" if confirmed else ""
+        )
+    result.parameters = {"address": wanted, "release_console": release, "confirmed": confirmed}
+    result.targets = targets = list(group.endpoints)
+    result.warnings += _companion_warnings(inventory, group)
+
+    holders: list[console.ConsoleHolder] = []
+    for target in targets:
+        found, warnings = console.holders_of(tree, inventory.device(target))  # type: ignore[arg-type]
+        holders += found
+        result.warnings += warnings
+    with recorder.step("snapshot", f"group {group.id}"):
+        before = result.state_before = _group_state(tree, group.id, targets, holders)
+    todo = [target for target in targets if before["functions"][target]["driver"] != VFIO]
+    if not todo and before["vfio_group_node"]:
+        result.outcome = UNCHANGED
+        result.state_after = before
+        return result
+    if holders and not release:
+        names = ", ".join(holder.name for holder in holders)
+        result.warnings.append(
+            f"The host's console still holds the boot GPU ({names}); vfio-pci may fail to claim its memory "
+            "and the VM may show nothing. Ask for the console to be released."
+        )
+        holders = []
+
+    result.warnings += ensure_vfio(tree, runner_for(tree, run_command), recorder)
+    released: list[console.ConsoleHolder] = []
+
+    def act() -> None:
+        console.release(tree, recorder, holders, released)
+        for target in todo:
+            _bind_one(tree, recorder, target, before["functions"][target])
+        _verify_bound(tree, recorder, group.id, targets)
+
+    def undo() -> list:
+        steps: list = [
+            partial(put_back, tree, recorder, target, before["functions"][target]) for target in reversed(targets)
+        ]
+        return steps + [partial(console.give_back, tree, recorder, released)]
+
+    return carry_out(
+        result,
+        act=act,
+        undo=undo,
+        read_state=partial(_group_state, tree, group.id, targets, holders),
+        doing=f"Binding IOMMU group {group.id} to vfio-pci",
+    )
+
+
+def _bind_one(tree: HostTree, recorder: Recorder, address: str, before: dict[str, Any]) -> None:
+    if before["driver_override"] != VFIO:
+        with recorder.step("override", address, "driver_override=vfio-pci"):
+            set_override(tree, address, VFIO)
+    current = driver(tree, address)
+    if current is not None and current != VFIO:
+        with recorder.step("unbind", address, f"unbind from {current}"):
+            unbind(tree, address, current)
+    if driver(tree, address) != VFIO:
+        with recorder.step("bind", address, "drivers_probe") as step:
+            probe(tree, address)
+            got = driver(tree, address)
+            if got != VFIO:
+                raise VerificationFailed(
+                    f"{address} did not bind to vfio-pci: after drivers_probe it has "
+                    f"{'driver ' + got if got else 'no driver'}.",
+                    path=tree.path(f"sys/bus/pci/devices/{address}/driver"),
+                    hint="The kernel log says why (dmesg | grep -i vfio).",
+                )
+            step.detail = "drivers_probe: now on vfio-pci"
+
+
+def _verify_bound(tree: HostTree, recorder: Recorder, group: int, targets: list[str]) -> None:
+    with recorder.step("verify", f"group {group}") as step:
+        for target in targets:
+            got = driver(tree, target)
+            if got != VFIO:
+                raise VerificationFailed(
+                    f"{target} is on {got or 'no driver'}, not vfio-pci.",
+                    path=tree.path(f"sys/bus/pci/devices/{target}/driver"),
+                )
+        if not vfio_node(tree, group):
+            raise VerificationFailed(
+                f"Every function is on vfio-pci but /dev/vfio/{group} does not exist, so no VM can open the group.",
+                path=tree.path(f"dev/vfio/{group}"),
+                hint="Check that the IOMMU is really on (dmesg | grep -i -e DMAR -e AMD-Vi).",
+            )
+        step.detail = f"{', '.join(targets)} on vfio-pci; /dev/vfio/{group} exists"
+
+
+def restore_driver(
+    tree: HostTree,
+    address: Any,
+    *,
+    previous_drivers: Any = None,
+    progress: Progress | None = None,
+) -> OperationResult:
+    """Give the group's functions on vfio-pci back to the host.
+
+    ``previous_drivers`` ({address: driver or None}, as recorded before the bind) says
+    where each one must end; without it, whatever the kernel probes is reported.
+    """
+    result = OperationResult("restore_driver", parameters={"address": address, "previous_drivers": previous_drivers})
+    recorder = Recorder(result, progress)
+    with recorder.step("validate", address if isinstance(address, str) else None) as step:
+        wanted = parse_address(address)
+        inventory = scan(tree)
+        function = require_device(inventory, wanted)
+        group = require_group(tree, inventory, function)
+        expected = parse_previous_drivers(previous_drivers, group.devices) or {}
+        require_group_not_open(tree, group.id, action="giving it back to the host")
+        targets = [
+            member.address
+            for member in (inventory.device(endpoint) for endpoint in group.endpoints)
+            if member is not None and VFIO in (member.driver, member.driver_override)
+        ]
+        step.detail = f"IOMMU group {group.id}: " + (
+            f"{', '.join(targets)} go back to the host" if targets else "nothing is on vfio-pci"
+        )
+    result.parameters = {"address": wanted, "previous_drivers": expected}
+    result.targets = targets
+    with recorder.step("snapshot", f"group {group.id}"):
+        before = result.state_before = _group_state(tree, group.id, list(group.endpoints), [])
+    if not targets:
+        result.outcome = UNCHANGED
+        result.state_after = before
+        return result
+
+    def act() -> None:
+        for target in targets:
+            _restore_one(tree, recorder, target, before["functions"][target], expected.get(target, _NOT_GIVEN))
+        _verify_restored(tree, recorder, group.id, targets, expected, result)
+
+    def undo() -> list:
+        return [partial(put_back, tree, recorder, target, before["functions"][target]) for target in reversed(targets)]
+
+    return carry_out(
+        result,
+        act=act,
+        undo=undo,
+        read_state=partial(_group_state, tree, group.id, list(group.endpoints), []),
+        doing=f"Returning IOMMU group {group.id} to the host",
+    )
+
+
+def _restore_one(tree: HostTree, recorder: Recorder, address: str, before: dict[str, Any], expected: Any) -> None:
+    if before["driver_override"] is not None:
+        with recorder.step("override", address, "clear driver_override"):
+            set_override(tree, address, None)
+    if driver(tree, address) == VFIO:
+        with recorder.step("unbind", address, "unbind from vfio-pci"):
+            unbind(tree, address, VFIO)
+    if expected is None:
+        recorder.note("bind", address, "left without a driver, as it was before the bind")
+        return
+    with recorder.step("bind", address, "drivers_probe") as step:
+        probe(tree, address)
+        got = driver(tree, address)
+        if expected is not _NOT_GIVEN and got != expected and got is None:
+            # Its driver matched by a dynamic id or an override that is gone: bind it by name.
+            set_override(tree, address, expected)
+            tree.write(f"sys/bus/pci/drivers/{expected}/bind", address)
+            set_override(tree, address, None)
+            got = driver(tree, address)
+        step.detail = f"drivers_probe: now on {got}" if got else "drivers_probe: no driver took it"
+
+
+def _verify_restored(
+    tree: HostTree,
+    recorder: Recorder,
+    group: int,
+    targets: list[str],
+    expected: dict[str, str | None],
+    result: OperationResult,
+) -> None:
+    with recorder.step("verify", f"group {group}") as step:
+        landed = []
+        for target in targets:
+            got = driver(tree, target)
+            if target in expected and got != expected[target]:
+                raise VerificationFailed(
+                    f"{target} is on {got or 'no driver'}, not on {expected[target] or 'no driver'} as before the bind.",
+                    path=tree.path(f"sys/bus/pci/devices/{target}/driver"),
+                    hint=f"Load its driver (modprobe {expected[target]}) and try again." if expected[target] else None,
+                )
+            if got == VFIO:
+                raise VerificationFailed(
+                    f"{target} is still on vfio-pci.", path=tree.path(f"sys/bus/pci/devices/{target}/driver")
+                )
+            if target not in expected and got is None:
+                result.warnings.append(f"No driver took {target}; load its driver to use it on the host.")
+            landed.append(f"{target} on {got or 'no driver'}")
+        step.detail = "; ".join(landed)

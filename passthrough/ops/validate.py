@@ -1,0 +1,203 @@
+"""Checks every operation makes before it writes anything.
+
+Each parser takes what a Celery task or a shell command hands over (JSON primitives, so
+anything at all) and returns a clean value or raises a :class:`PassthroughError` subclass
+saying what was wrong, what was read and what to do. Nothing here writes.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from passthrough import isolation
+from passthrough.address import PciAddress
+from passthrough.errors import InvalidAddress, UnknownDevice
+from passthrough.host import IOMMU_GROUPS, HostTree
+from passthrough.inventory import Inventory, IommuGroup, PciFunction
+from passthrough.ops.errors import (
+    ConfirmationRequired,
+    DeviceInUse,
+    GroupNotViable,
+    InvalidCount,
+    InvalidDriverName,
+    InvalidRequest,
+    IommuOff,
+    UnknownResetMethod,
+)
+
+# Reset methods the kernel knows (drivers/pci/pci.c, pci_reset_fn_methods), in its priority order.
+RESET_METHODS = ("device_specific", "acpi", "flr", "af_flr", "pm", "bus", "cxl_bus")
+# Kernel driver names: letters, digits, "_", "-" and "."; never a "/" that would leave sys/bus/pci/drivers.
+_DRIVER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_MAX_CONFIRMATION = 200
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:60] + "…"
+
+
+def parse_address(value: Any) -> str:
+    """A full ``dddd:bb:ss.f`` address, normalised to lower case."""
+    if not isinstance(value, str):
+        raise InvalidAddress(
+            f"A PCI address must be text, not {type(value).__name__} ({_shown(value)}).",
+            hint="Write it as domain:bus:slot.function in hex, for example 0000:01:00.0.",
+        )
+    if "\x00" in value or len(value) > 64:
+        raise InvalidAddress(f"{_shown(value)} is not a PCI address.", hint="For example 0000:01:00.0.")
+    return str(PciAddress.parse(value, require_domain=True))
+
+
+def parse_flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidRequest(f"{name} must be true or false, not {_shown(value)}.")
+    return value
+
+
+def parse_confirm(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > _MAX_CONFIRMATION:
+        raise InvalidRequest(
+            f"The confirmation must be text of at most {_MAX_CONFIRMATION} characters, not {_shown(value)}."
+        )
+    return value.strip()
+
+
+def parse_count(value: Any, *, name: str = "count") -> int:
+    """A non-negative whole number: an int, or decimal digits as the shell hands them over."""
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,6}", value.strip()):
+        return int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidCount(f"The {name} must be a whole number, not {_shown(value)}.")
+    if value < 0:
+        raise InvalidCount(f"The {name} cannot be negative ({value}).")
+    return value
+
+
+def parse_reset_method(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or value.strip() not in RESET_METHODS:
+        raise UnknownResetMethod(
+            f"{_shown(value)} is not a reset method the kernel knows.",
+            hint=f"Choose one of {', '.join(RESET_METHODS)}, or leave it empty to let the kernel pick.",
+        )
+    return value.strip()
+
+
+def parse_driver_name(value: Any) -> str:
+    if not isinstance(value, str) or not _DRIVER_NAME.match(value):
+        raise InvalidDriverName(
+            f"{_shown(value)} is not a kernel driver name.",
+            hint="Driver names are letters, digits, '_', '-' and '.', as listed in /sys/bus/pci/drivers.",
+        )
+    return value
+
+
+def parse_previous_drivers(value: Any, members: list[str]) -> dict[str, str | None] | None:
+    """``{address: driver or None}`` for functions of the group, or None when not given."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"previous_drivers must map addresses to driver names, not {_shown(value)}.")
+    parsed: dict[str, str | None] = {}
+    for key, driver in value.items():
+        address = parse_address(key)
+        if address not in members:
+            raise InvalidRequest(
+                f"previous_drivers names {address}, which is not in this IOMMU group ({', '.join(members)})."
+            )
+        parsed[address] = None if driver is None else parse_driver_name(driver)
+    return parsed
+
+
+def require_device(inventory: Inventory, address: str) -> PciFunction:
+    function = inventory.device(address)
+    if function is None:
+        raise UnknownDevice(
+            f"There is no PCI function {address} on this host.",
+            path=f"{inventory.root.rstrip('/')}/sys/bus/pci/devices/{address}",
+            hint="Rescan the host and pick the device from the current list; addresses change when cards move.",
+        )
+    return function
+
+
+def require_group(tree: HostTree, inventory: Inventory, function: PciFunction) -> IommuGroup:
+    if not tree.listdir(IOMMU_GROUPS):
+        raise IommuOff(
+            "The IOMMU is off: the kernel made no IOMMU groups.",
+            path=tree.path(IOMMU_GROUPS),
+            hint="Enable VT-d (Intel) or AMD-Vi/IOMMU in the firmware setup, add intel_iommu=on on Intel, and reboot.",
+        )
+    group = inventory.group(function.iommu_group)
+    if group is None:
+        raise IommuOff(
+            f"{function.address} has no IOMMU group, so vfio cannot isolate it.",
+            path=tree.path(f"sys/bus/pci/devices/{function.address}/iommu_group"),
+            hint="The IOMMU does not cover this device; check the firmware's IOMMU and ACS settings.",
+        )
+    return group
+
+
+def confirmation_phrase(addresses: list[str]) -> str:
+    """What a user types to pass host-critical functions anyway: their addresses, space-separated."""
+    return " ".join(sorted(addresses))
+
+
+def require_viable(
+    tree: HostTree, inventory: Inventory, group: IommuGroup, confirm: str | None, *, action: str
+) -> list[str]:
+    """Refuse a group that cannot go to a VM; host-critical members need the typed confirmation.
+
+    Returns the host-critical addresses the confirmation covered.
+    """
+    # The group's verdict without its host-critical findings: those alone can be overridden.
+    acs_override = "pcie_acs_override=" in (tree.read("proc/cmdline") or "")
+    plain = {g.id: g for g in isolation.build_groups(inventory.devices, {}, acs_override=acs_override)}[group.id]
+    if not plain.viable:
+        raise GroupNotViable(
+            f"IOMMU group {group.id} cannot be passed through: " + " ".join(plain.reasons),
+            path=tree.path(f"{IOMMU_GROUPS}/{group.id}/devices"),
+            hint="Pick another group, or move the card to a slot whose group holds only it.",
+        )
+    critical = [address for address in group.endpoints if address in inventory.host_critical]
+    if not critical:
+        return []
+    expected = confirmation_phrase(critical)
+    if confirm == expected:
+        return critical
+    reasons = "; ".join(f"{address}: {', '.join(inventory.host_critical[address])}" for address in sorted(critical))
+    raise ConfirmationRequired(
+        f"IOMMU group {group.id} holds host-critical functions, and {action} takes them from the host ({reasons}).",
+        expected=expected,
+        hint=f"To go ahead anyway, type {expected} as the confirmation.",
+    )
+
+
+def group_openers(tree: HostTree, group: int) -> list[str]:
+    """Processes holding ``/dev/vfio/<group>`` open (a running VM), as "pid (comm)"."""
+    wanted = f"/dev/vfio/{group}"
+    found = []
+    for pid in tree.listdir("proc"):
+        if not pid.isdigit():
+            continue
+        for fd in tree.listdir(f"proc/{pid}/fd"):
+            if tree.readlink(f"proc/{pid}/fd/{fd}") == wanted:
+                found.append(f"{pid} ({tree.read(f'proc/{pid}/comm') or '?'})")
+                break
+    return sorted(found, key=lambda entry: int(entry.split()[0]))
+
+
+def require_group_not_open(tree: HostTree, group: int | None, *, action: str) -> None:
+    if group is None:
+        return
+    openers = group_openers(tree, group)
+    if openers:
+        raise DeviceInUse(
+            f"IOMMU group {group} is open by {', '.join(openers)}, so {action} would pull the device out from under it.",
+            path=tree.path(f"dev/vfio/{group}"),
+            hint="Shut the virtual machine down first.",
+        )
