@@ -1,0 +1,175 @@
+# Shared steps of scripts/run and scripts/test; sourced, not run.
+# Every step is idempotent: a second run reuses what the first one made.
+
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+VENV="$REPO/.venv"
+VAR="$REPO/var"
+PRIVATE_REDIS_PORT="${PRIVATE_REDIS_PORT:-6390}"
+
+say() { printf '%s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+is_root() { [ "$(id -u)" = 0 ]; }
+
+# The hosts run Debian 12 / Proxmox VE 8, whose Python is 3.11.
+find_python() {
+    local candidate
+    for candidate in "${PYTHON:-}" python3.11 python3; do
+        [ -n "$candidate" ] || continue
+        if command -v "$candidate" >/dev/null 2>&1 &&
+            "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+            echo "$candidate"
+            return
+        fi
+    done
+    die "Python 3.11 or newer is needed: apt-get install python3 (or set PYTHON=/path/to/python3.11)."
+}
+
+# ensure_venv REQUIREMENTS_FILE: create .venv if missing and install the pinned packages,
+# skipping pip when the requirement files have not changed since the last install.
+ensure_venv() {
+    local requirements="$1" python stamp wanted
+    if [ ! -x "$VENV/bin/python" ]; then
+        python="$(find_python)"
+        if ! "$python" -c 'import ensurepip' 2>/dev/null; then
+            if is_root; then
+                say "Installing python3-venv (needed to create .venv)…"
+                apt_install python3-venv
+            else
+                die "$python cannot create a virtualenv: run 'apt-get install python3-venv' as root, then try again."
+            fi
+        fi
+        say "Creating $VENV with $python…"
+        "$python" -m venv "$VENV"
+    fi
+    stamp="$VENV/.installed-$(basename "$requirements")"
+    wanted="$(cat requirements.txt "$requirements" | sha256sum | cut -d' ' -f1)"
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+        say "Installing $requirements into .venv…"
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+        echo "$wanted" >"$stamp"
+    fi
+}
+
+# write_private FILE TEXT: a file only its owner can read.
+write_private() {
+    (
+        umask 077
+        printf '%s\n' "$2" >"$1"
+    )
+}
+
+# var/ holds what this install makes for itself: the secret key, SQLite, the private Redis.
+ensure_var() {
+    mkdir -p "$VAR"
+    chmod 700 "$VAR"
+    if [ ! -s "$VAR/secret_key" ]; then
+        write_private "$VAR/secret_key" "$("$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(50))')"
+        say "Generated a secret key in var/secret_key."
+    fi
+}
+
+redis_answers() {
+    "$VENV/bin/python" - "$1" <<'PY' 2>/dev/null
+import sys
+
+import redis
+
+try:
+    sys.exit(0 if redis.Redis.from_url(sys.argv[1], socket_connect_timeout=1, socket_timeout=2).ping() else 1)
+except Exception:
+    sys.exit(1)
+PY
+}
+
+private_redis_url() {
+    echo "redis://:$(cat "$VAR/redis_password")@127.0.0.1:$PRIVATE_REDIS_PORT/0"
+}
+
+# ensure_redis: export a REDIS_URL that answers, or say why not and return 1. An explicit
+# REDIS_URL must answer as it is; without one, the default (127.0.0.1:6379) is tried, then
+# a private redis-server is started on 127.0.0.1:$PRIVATE_REDIS_PORT with a password, no
+# persistence, its files in var/. Sets STARTED_PRIVATE_REDIS=1 when this call started it.
+STARTED_PRIVATE_REDIS=0
+ensure_redis() {
+    if [ -n "${REDIS_URL:-}" ]; then
+        redis_answers "$REDIS_URL" && return
+        say "REDIS_URL is set but no Redis answers there: start it, or unset REDIS_URL to use a private one."
+        return 1
+    fi
+    if redis_answers "redis://127.0.0.1:6379/0"; then
+        export REDIS_URL="redis://127.0.0.1:6379/0"
+        return
+    fi
+    if [ -s "$VAR/redis_password" ] && redis_answers "$(private_redis_url)"; then
+        REDIS_URL="$(private_redis_url)"
+        export REDIS_URL
+        say "Reusing the private Redis on 127.0.0.1:$PRIVATE_REDIS_PORT."
+        return
+    fi
+    if ! command -v redis-server >/dev/null 2>&1; then
+        say "No Redis answers at 127.0.0.1:6379 and redis-server is not installed:"
+        say "run 'apt-get install redis-server' as root (or set REDIS_URL to a Redis that runs elsewhere)."
+        return 1
+    fi
+    if [ ! -s "$VAR/redis_password" ]; then
+        write_private "$VAR/redis_password" "$("$VENV/bin/python" -c 'import secrets; print(secrets.token_hex(24))')"
+    fi
+    # The password goes in a 0600 file, not on the command line where every user can read it.
+    write_private "$VAR/redis.conf" "bind 127.0.0.1
+port $PRIVATE_REDIS_PORT
+requirepass $(cat "$VAR/redis_password")
+save \"\"
+appendonly no
+daemonize yes
+pidfile $VAR/redis.pid
+logfile $VAR/redis.log
+dir $VAR"
+    say "Starting a private redis-server on 127.0.0.1:$PRIVATE_REDIS_PORT (log: var/redis.log)…"
+    if ! redis-server "$VAR/redis.conf"; then
+        say "redis-server did not start; see var/redis.log."
+        return 1
+    fi
+    local tries=0
+    until redis_answers "$(private_redis_url)"; do
+        tries=$((tries + 1))
+        if [ "$tries" -ge 50 ]; then
+            say "The private redis-server does not answer on port $PRIVATE_REDIS_PORT; see var/redis.log"
+            say "(is the port taken? set PRIVATE_REDIS_PORT)."
+            return 1
+        fi
+        sleep 0.1
+    done
+    REDIS_URL="$(private_redis_url)"
+    export REDIS_URL
+    STARTED_PRIVATE_REDIS=1
+}
+
+stop_private_redis() {
+    local pid
+    pid="$(cat "$VAR/redis.pid" 2>/dev/null || true)"
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        local tries=0
+        while kill -0 "$pid" 2>/dev/null && [ "$tries" -lt 50 ]; do
+            tries=$((tries + 1))
+            sleep 0.1
+        done
+        say "Stopped the private Redis."
+    fi
+}
+
+package_installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
+}
+
+APT_UPDATED=0
+apt_install() {
+    if [ "$APT_UPDATED" = 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
