@@ -18,6 +18,7 @@ a temporary sibling of ``dest`` and renamed at the end: a failed capture leaves 
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -42,7 +43,9 @@ HOST_FILE_LIMIT = 1024 * 1024
 # A function's links that say what it is bound to and where it sits.
 FUNCTION_LINKS = ("driver", "iommu_group", "iommu", "physfn", "subsystem", "firmware_node")
 BAR_FILE = re.compile(r"resource\d+(_wc)?$")
-NEVER_READ = ("rom", "vpd")
+# vpd can block for seconds and holds serial numbers; amdgpu's pcie_bw sleeps a second per
+# read, and its serial_number and unique_id identify the card without helping a bug report.
+NEVER_READ = ("rom", "vpd", "pcie_bw", "serial_number", "unique_id")
 # Write-only attributes whose presence is a fact (``reset`` says a function can be reset).
 PRESENCE_ONLY = ("reset", "driver_override")
 DRIVER_CONTROLS = ("bind", "unbind", "new_id", "remove_id")
@@ -56,10 +59,13 @@ PROC_FILES = (
 )
 HOST_FILES = (
     "etc/default/grub", "etc/default/grub.d/*.cfg", "etc/kernel/cmdline", "etc/kernel/proxmox-boot-uuids",
-    "etc/os-release", "etc/modprobe.d/*.conf", "etc/modules", "etc/modules-load.d/*.conf",
-    "etc/initramfs-tools/modules", "etc/dracut.conf.d/*.conf", "etc/mkinitcpio.conf", "etc/udev/rules.d/*.rules",
-    "boot/grub/grub.cfg", "boot/grub2/grub.cfg", "boot/loader/loader.conf", "boot/loader/entries/*.conf",
-    "boot/efi/loader/loader.conf", "boot/efi/loader/entries/*.conf", "efi/loader/loader.conf",
+    "etc/os-release", "usr/lib/os-release", "etc/modprobe.d/*.conf", "etc/modules", "etc/modules-load.d/*.conf",
+    "etc/initramfs-tools/modules", "etc/initramfs-tools/initramfs.conf", "etc/dracut.conf", "etc/dracut.conf.d/*.conf",
+    "etc/mkinitcpio.conf", "etc/udev/rules.d/*.rules", "boot/grub/grub.cfg", "boot/grub2/grub.cfg",
+    "boot/efi/EFI/*/grub.cfg", "boot/loader/loader.conf", "boot/loader/entries/*.conf", "boot/efi/loader/loader.conf",
+    "boot/efi/loader/entries/*.conf", "efi/loader/loader.conf", "efi/loader/entries/*.conf", "boot/refind_linux.conf",
+    "boot/syslinux/syslinux.cfg", "boot/extlinux/extlinux.conf", "boot/syslinux/extlinux.conf", "boot/syslinux.cfg",
+    "boot/extlinux.conf",
 )
 # Recorded as empty files: their presence says the tool is installed.
 TOOL_MARKERS = (
@@ -70,7 +76,8 @@ TOOL_MARKERS = (
 # fmt: on
 MODULE_PREFIXES = ("vfio", "kvm")
 NEVER_RECORDED = (
-    "BAR files (resourceN), expansion ROMs and VPD of PCI functions; efivar contents (names only); "
+    "BAR files (resourceN), expansion ROMs, VPD, pcie_bw, serial_number and unique_id of PCI functions; "
+    "efivar contents (names only); "
     "write-only attributes other than reset and driver_override (recorded empty); "
     "anything outside the lists in passthrough/capture.py"
 )
@@ -496,36 +503,38 @@ class _Recorder:
                     self.placeholder(f"sys/firmware/efi/efivars/{name}")
         for name in sorted(self.source.listdir("sys/module")):
             if name.startswith(MODULE_PREFIXES):
-                for sub in ("", "/parameters"):
-                    self.ensure_dir(f"sys/module/{name}{sub}")
-                    self.readable_files(f"sys/module/{name}{sub}")
+                self.ensure_dir(f"sys/module/{name}")
+                self.readable_files(f"sys/module/{name}")  # initstate: loaded as a module, not built in
+                self.readable_files(f"sys/module/{name}/parameters")
+        if self.source.is_dir("dev"):
+            self.ensure_dir("dev")  # says /dev was looked at, so a missing dev/vfio is a fact
         if self.source.is_dir("dev/vfio"):
             self.ensure_dir("dev/vfio")
             for name in self.source.listdir("dev/vfio"):
                 self.placeholder(f"dev/vfio/{name}")
 
     def readable_files(self, real: str) -> None:
+        """The readable regular files directly in ``real`` (a small, bounded sysfs directory)."""
         for item in self.scandir(real) if self.source.is_dir(real) else []:
             if item.is_file(follow_symlinks=False) and item.stat(follow_symlinks=False).st_mode & 0o444:
                 self.copy_file(f"{real}/{item.name}", ATTRIBUTE_LIMIT)
 
     def host_files(self) -> None:
         for pattern in HOST_FILES:
-            directory, _, suffix = pattern.partition("/*")
-            if not suffix:
+            if "*" not in pattern:
                 if self.source.exists(pattern):
                     self.host_file(pattern, HOST_FILE_LIMIT)
                 continue
+            top = pattern[: pattern.index("*")].rstrip("/")
             try:
-                names = sorted(os.listdir(self._src(directory)))
+                os.listdir(self._src(top))
             except FileNotFoundError:
                 continue
             except OSError as error:  # /boot/efi is often readable by root only
-                self.summary.skip(directory, f"unlistable: {error.strerror or error}")
+                self.summary.skip(top, f"unlistable: {error.strerror or error}")
                 continue
-            for name in names:
-                if name.endswith(suffix):
-                    self.host_file(f"{directory}/{name}", HOST_FILE_LIMIT)
+            for rel in sorted(glob.glob(pattern, root_dir=self.source.root)):
+                self.host_file(rel, HOST_FILE_LIMIT)
         # Tool markers: presence says the tool is installed. Non-merged-/usr systems keep
         # some tools in /bin and /sbin; on merged ones those are links to usr/ and add nothing.
         tops = [top for top in ("bin", "sbin") if self.source.is_dir(top) and not os.path.islink(self._src(top))]

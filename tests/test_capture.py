@@ -100,6 +100,25 @@ def test_a_captured_host_keeps_every_file_and_link_of_its_source(
     assert recorded == listing(source)
 
 
+def readiness_report(root: Path | str) -> dict[str, Any]:
+    readiness = pytest.importorskip("passthrough.readiness", reason="passthrough.readiness is not in this checkout")
+    data = readiness.report(HostTree(root))
+    data.pop("root")
+    return data
+
+
+@pytest.mark.parametrize("host", ["efifb", "amd"])
+def test_a_captured_host_gets_the_same_readiness_report(
+    built_host: Callable[[str], Path], tmp_path: Path, host: str
+) -> None:
+    source = built_host(host)
+    expected = readiness_report(source)
+
+    capture(HostTree(source), tmp_path / "capture")
+
+    assert readiness_report(tmp_path / "capture") == expected
+
+
 def test_a_capture_can_be_moved_and_still_reads_the_same(built_host: Callable[[str], Path], tmp_path: Path) -> None:
     capture(HostTree(built_host("amd")), tmp_path / "capture")
     expected = scanned(tmp_path / "capture")
@@ -177,6 +196,7 @@ def test_capturing_this_host_reads_back_as_this_host(tmp_path: Path) -> None:
     assert summary.functions == len(live["devices"])
     assert absolute_links(tmp_path / "capture") == []
     assert lspci(tmp_path / "capture") == subprocess.run(["lspci", "-nnkD"], capture_output=True, text=True).stdout
+    assert readiness_report(tmp_path / "capture") == readiness_report("/")
 
 
 @live_pci
@@ -238,17 +258,44 @@ def _function_dir(root: Path, address: str) -> Path:
     return Path(os.path.realpath(root / "sys/bus/pci/devices" / address))
 
 
-def test_bar_rom_and_vpd_files_are_never_read(make_tree: Callable[[HostSpec], Path], tmp_path: Path) -> None:
+def test_bar_rom_vpd_and_slow_or_identifying_attributes_are_never_read(
+    make_tree: Callable[[HostSpec], Path], tmp_path: Path
+) -> None:
+    never = ("resource0", "resource1_wc", "rom", "vpd", "pcie_bw", "serial_number", "unique_id")
     source = make_tree(workstation())
     gpu = _function_dir(source, "0000:01:00.0")
-    for name in ("resource0", "resource1_wc", "rom", "vpd"):
-        (gpu / name).write_bytes(b"\xff" * 4096)  # on a live host: device memory, or a read that can hang
+    for name in never:
+        (gpu / name).write_bytes(b"\xff" * 4096)  # on a live host: device memory, a read that can hang, a serial
 
     capture(HostTree(source), tmp_path / "capture")
 
     recorded = _function_dir(tmp_path / "capture", "0000:01:00.0")
     assert (recorded / "vendor").read_text() == "0x10de\n"
-    assert not [name for name in ("resource0", "resource1_wc", "rom", "vpd") if (recorded / name).exists()]
+    assert [name for name in never if (recorded / name).exists()] == []
+
+
+def test_only_vfio_and_kvm_modules_are_recorded_with_their_parameters(
+    make_tree: Callable[[HostSpec], Path], tmp_path: Path
+) -> None:
+    spec = workstation()
+    spec.files.update(
+        {
+            "sys/module/vfio_iommu_type1/initstate": "live\n",
+            "sys/module/vfio_iommu_type1/parameters/allow_unsafe_interrupts": "N\n",
+            "sys/module/kvm_intel/parameters/nested": "Y\n",
+            "sys/module/nvidia/initstate": "live\n",
+        }
+    )
+    source = make_tree(spec)
+
+    capture(HostTree(source), tmp_path / "capture")
+
+    modules = tmp_path / "capture/sys/module"
+    assert sorted(os.listdir(modules)) == ["kvm_intel", "vfio_iommu_type1"]
+    assert (modules / "vfio_iommu_type1/initstate").read_text() == "live\n"
+    assert (modules / "vfio_iommu_type1/parameters/allow_unsafe_interrupts").read_text() == "N\n"
+    assert (modules / "kvm_intel/parameters/nested").read_text() == "Y\n"
+    assert not (modules / "kvm_intel/initstate").exists()  # built in: the kernel shows no initstate
 
 
 def test_write_only_reset_is_recorded_as_present_and_other_write_only_files_are_left_out(
@@ -332,6 +379,34 @@ def test_nothing_outside_the_recorded_lists_is_copied(make_tree: Callable[[HostS
         (s.path, s.reason) for s in summary.skipped
     ]
     assert (recorded / "etc/modprobe.d/vfio.conf").read_text() == spec.files["etc/modprobe.d/vfio.conf"]
+
+
+def test_bootloader_and_initramfs_files_the_readers_use_are_recorded(
+    make_tree: Callable[[HostSpec], Path], tmp_path: Path
+) -> None:
+    spec = workstation()
+    wanted = {
+        "boot/efi/EFI/fedora/grub.cfg": "menuentry 'Fedora' {\n}\n",
+        "boot/loader/entries/arch.conf": "title Arch\noptions root=/dev/nvme0n1p2 rw\n",
+        "efi/loader/entries/pve.conf": "title Proxmox\n",
+        "boot/refind_linux.conf": '"Boot" "root=/dev/nvme0n1p2 rw"\n',
+        "boot/syslinux/syslinux.cfg": "LABEL linux\n  APPEND root=/dev/sda1\n",
+        "etc/dracut.conf": 'add_drivers+=" vfio-pci "\n',
+        "etc/default/grub.d/iommu.cfg": 'GRUB_CMDLINE_LINUX="$GRUB_CMDLINE_LINUX iommu=pt"\n',
+    }
+    spec.files.update(wanted)
+    source = make_tree(spec)
+    for marker in ("sbin/update-initramfs", "bin/dracut"):  # a system without merged /usr
+        (source / marker).parent.mkdir(exist_ok=True)
+        (source / marker).write_text("#!/bin/sh\n")
+
+    capture(HostTree(source), tmp_path / "capture")
+
+    recorded = tmp_path / "capture"
+    assert {rel: (recorded / rel).read_text() for rel in wanted} == wanted
+    assert (recorded / "sbin/update-initramfs").read_bytes() == b""
+    assert (recorded / "bin/dracut").read_bytes() == b""
+    assert (recorded / "usr/sbin/update-grub").is_file()
 
 
 def test_a_fifo_among_host_files_is_skipped_without_blocking(
