@@ -18,14 +18,18 @@ from passthrough.host import PCI_DEVICES, HostTree, as_tree
 if TYPE_CHECKING:
     from passthrough.inventory import Inventory
 
+KIB = 1 << 10
+MIB = 1 << 20
 GIB = 1 << 30
 MIB = 1 << 20
 
-# Flags in a sysfs ``resource`` line (include/linux/ioport.h).
-IORESOURCE_IO = 0x100
+# Flags in a sysfs ``resource`` line (include/linux/ioport.h). IORESOURCE_PREFETCH moved
+# from 0x1000 to 0x2000 in Linux 3.x, so prefetch is read from the low bits instead, which
+# are the BAR register's own (PCI_BASE_ADDRESS_MEM_PREFETCH, PCI_BASE_ADDRESS_MEM_TYPE_64).
 IORESOURCE_MEM = 0x200
-IORESOURCE_PREFETCH = 0x2000
 IORESOURCE_MEM_64 = 0x100000
+BAR_PREFETCH = 0x8
+BAR_TYPE_64 = 0x4
 
 # A BAR this large does not fit comfortably below 4 GiB next to the guest's RAM and other
 # devices; hypervisors want it mapped in 64-bit MMIO space.
@@ -88,8 +92,8 @@ def read_bars(tree: HostTree | str, address: str) -> list[Bar]:
             Bar(
                 index=index,
                 size=end - start + 1,
-                is_64bit=bool(flags & IORESOURCE_MEM_64),
-                prefetchable=bool(flags & IORESOURCE_PREFETCH),
+                is_64bit=bool(flags & IORESOURCE_MEM_64) or (flags & 0x6) == BAR_TYPE_64,
+                prefetchable=bool(flags & BAR_PREFETCH),
             )
         )
     return bars
@@ -106,6 +110,10 @@ def mmio_64bit_bytes(spec: VmSpec) -> int:
 
 def mmio_32bit_bytes(spec: VmSpec) -> int:
     return sum(bar.size for device in spec.devices for bar in device.bars if not bar.is_64bit)
+
+
+def large_bar_bytes(spec: VmSpec) -> int:
+    return sum(bar.size for device in spec.devices for bar in device.bars if bar.size >= LARGE_BAR)
 
 
 def has_large_bar(spec: VmSpec) -> bool:

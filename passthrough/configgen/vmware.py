@@ -16,7 +16,7 @@ from passthrough.configgen.layout import (
     device_summary,
     has_large_bar,
     human_size,
-    mmio_64bit_bytes,
+    large_bar_bytes,
     next_power_of_two,
 )
 from passthrough.configgen.spec import GeneratedConfig, HostRequirement, VmSpec
@@ -46,15 +46,16 @@ def slot_numbers(count: int) -> list[int]:
 def mmio_size_gb(inventory: Inventory, spec: VmSpec) -> int | None:
     """The 64-bit MMIO window in GB, or None when the devices do not need one.
 
-    BARs are naturally aligned, so the window is the next power of two above their total,
-    doubled for the alignment of several large BARs (NVIDIA's rule of thumb: two 16 GB cards
-    need 64). With unknown BAR sizes a GPU gets the default of 64, other devices none.
+    VMware's rule: add up the large BARs (a GPU's VRAM aperture) in GB, round up to a power
+    of two and double it, which leaves room for the small BARs and for natural alignment
+    (one 16 GB card: 32; two: 64; two 24 GB cards: 128). With unknown BAR sizes a GPU gets
+    the default of 64, other devices none.
     """
     if bars_known(spec):
         if not has_large_bar(spec):
             return None
-        total_gb = -(-mmio_64bit_bytes(spec) // GIB)
-        return max(next_power_of_two(total_gb) * 2, 2)
+        total_gb = -(-large_bar_bytes(spec) // GIB)
+        return next_power_of_two(total_gb) * 2
     gpus = [device for device in spec.devices if (function := inventory.device(device.address)) and function.is_display]
     return DEFAULT_MMIO_GB if gpus else None
 
@@ -104,8 +105,8 @@ def generate(inventory: Inventory, spec: VmSpec, requirements: list[HostRequirem
         lines.append(f'pciPassthru.64bitMMIOSizeGB = "{size}"')
         if bars_known(spec):
             notes["pciPassthru.64bitMMIOSizeGB"] = (
-                f"The passed devices have {human_size(mmio_64bit_bytes(spec))} of 64-bit BARs; the window is the next "
-                f"power of two, doubled for alignment: {size} GB."
+                f"The passed devices have {human_size(large_bar_bytes(spec))} of large BARs; VMware's rule rounds that "
+                f"up to a power of two and doubles it: {size} GB."
             )
         else:
             notes["pciPassthru.64bitMMIOSizeGB"] = (
