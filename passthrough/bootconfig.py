@@ -84,11 +84,15 @@ class Bootloader:
 
 
 def _loader_info(tree: HostTree) -> str | None:
-    """The LoaderInfo variable: 4 attribute bytes, then UTF-16LE text ("systemd-boot 252.30")."""
-    data = tree.read_bytes(LOADER_INFO, limit=512)
-    if not data or len(data) < 6:
+    """The LoaderInfo variable: 4 attribute bytes, then UTF-16LE text ("systemd-boot 252.30").
+
+    "present" when the file exists but holds no text (a capture may keep only its name).
+    """
+    if not tree.exists(LOADER_INFO):
         return None
-    return data[4:].decode("utf-16-le", "replace").split("\x00", 1)[0].strip() or None
+    data = tree.read_bytes(LOADER_INFO, limit=512) or b""
+    text = data[4:].decode("utf-16-le", "replace").split("\x00", 1)[0].strip() if len(data) >= 6 else ""
+    return text or "present"
 
 
 def _entries(tree: HostTree) -> list[str]:
@@ -110,7 +114,8 @@ def detect_bootloader(tree: HostTree) -> Bootloader:
     loader_info = _loader_info(tree)
     if loader_info:
         evidence.append(Evidence(host_path(LOADER_INFO), loader_info))
-    by_systemd_boot = (loader_info or "").startswith("systemd-boot")
+    # Only systemd-boot sets LoaderInfo among the loaders detected here; its text names it.
+    by_systemd_boot = loader_info is not None and (loader_info == "present" or loader_info.startswith("systemd-boot"))
     entries = _entries(tree)
     loader_conf = _first(tree, LOADER_CONFS)
     has_kernel_cmdline = tree.is_file(KERNEL_CMDLINE)

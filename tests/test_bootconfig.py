@@ -217,6 +217,14 @@ def test_systemd_boot_is_recognised_from_its_loader_info_efi_variable(make_tree:
     assert any(item.value == "systemd-boot 252.30" for item in loader.evidence)
 
 
+def test_an_empty_loader_info_placeholder_from_a_capture_still_means_systemd_boot(make_tree: MakeTree) -> None:
+    root = make_tree(HostSpec(files={LOADER_INFO: "", "boot/efi/loader/entries/x.conf": "options quiet\n"}))
+    Path(root, "etc/default").mkdir(parents=True)
+    Path(root, "etc/default/grub").write_text(DEBIAN_GRUB)  # GRUB installed but not what booted
+    loader = detect_bootloader(HostTree(root))
+    assert loader.name == "systemd-boot" and loader.evidence[0].value == "present"
+
+
 def test_pop_os_entries_are_changed_through_kernelstub(make_tree: MakeTree) -> None:
     # The real options line, in an entry shaped as kernelstub writes them.
     entry = (
