@@ -18,7 +18,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -27,6 +27,7 @@ from passthrough.errors import PassthroughError
 if TYPE_CHECKING:
     from passthrough.host import HostTree
     from passthrough.inventory import Inventory, PciFunction
+    from passthrough.readiness import Check
 
 EXIT_OK = 0
 EXIT_NOT_READY = 1
@@ -176,7 +177,7 @@ def add_readiness_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_readiness(args: argparse.Namespace, out: TextIO) -> int:
-    tree = _open_tree(args.root)
+    tree = _open_tree(args.root)  # bad input first, before importing the checks
     from passthrough import readiness
 
     if args.format == "json":
@@ -186,36 +187,32 @@ def run_readiness(args: argparse.Namespace, out: TextIO) -> int:
     else:
         checks = readiness.run_checks(tree)
         ready = readiness.is_ready(checks)
-        out.write(format_readiness(checks, ready))
+        out.write(format_readiness(checks, ready, readiness.reasons(checks)))
     return EXIT_OK if ready else EXIT_NOT_READY
 
 
-def _evidence_lines(evidence: Any) -> Iterable[str]:
-    for item in evidence or ():
-        if hasattr(item, "to_json"):
-            item = item.to_json()
-        if isinstance(item, dict) and "path" in item:
-            yield f"{item['path']}: {item.get('value')}"
-        else:
-            yield str(item)
-
-
-def format_readiness(checks: Sequence[Any], ready: bool) -> str:
+def format_readiness(checks: Sequence[Check], ready: bool, reasons: Sequence[str]) -> str:
     """One line per check; what was read and the fix under every check that did not pass."""
     width = max((len(check.title) for check in checks), default=0)
     lines = []
     for check in checks:
         lines.append(f"{check.status.upper():<5} {check.title:<{width}}  {check.summary}")
         if check.status in ("fail", "warn"):
-            lines += [f"      read: {line}" for line in _evidence_lines(check.evidence)]
+            lines += [f"      read: {item.path}: {item.value}" for item in check.evidence]
             if check.fix:
                 lines.append(f"      fix:  {check.fix}")
     failed = [check.id for check in checks if check.status == "fail"]
     if ready:
         lines += ["", "Ready for PCI passthrough."]
+    elif failed:
+        lines += ["", f"Not ready for PCI passthrough: {_count(len(failed), 'check')} failed ({', '.join(failed)})."]
     else:
-        lines += ["", f"Not ready for PCI passthrough: {len(failed)} failed ({', '.join(failed)})."]
+        lines += ["", "Not ready for PCI passthrough:", *(f"    {reason}" for reason in reasons)]
     return "\n".join(lines) + "\n"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 # capture -----------------------------------------------------------------------------
@@ -244,7 +241,7 @@ def run_capture(args: argparse.Namespace, out: TextIO) -> int:
     if not summary.privileged:
         lines.append("Not run as root: config space beyond 64 bytes and the kernel log may be missing.")
     if summary.skipped:
-        lines.append(f"Skipped {len(summary.skipped)} paths:")
+        lines.append(f"Skipped {_count(len(summary.skipped), 'path')}:")
         lines += [f"    {skipped.path}: {skipped.reason}" for skipped in summary.skipped]
     lines.append(f"Read it back with: manage.py inventory --root {summary.dest}")
     out.write("\n".join(lines) + "\n")

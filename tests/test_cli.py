@@ -164,3 +164,90 @@ def test_every_subcommand_has_help_and_is_listed_in_the_parser():
     for name, command in cli.SUBCOMMANDS.items():
         assert name in help_text
         assert command.help.endswith(".")
+
+
+def readiness_json(root):
+    code, text = run(["readiness", "--root", str(root), "--format", "json"])
+    return code, json.loads(text)
+
+
+def test_readiness_json_follows_the_documented_contract(make_tree):
+    code, data = readiness_json(make_tree(VM_WITHOUT_IOMMU))
+    assert isinstance(data["ready"], bool)
+    assert data["checks"]
+    for check in data["checks"]:
+        assert isinstance(check["id"], str) and re.match(r"^[a-z][a-z0-9_]*$", check["id"])
+        assert isinstance(check["title"], str) and isinstance(check["summary"], str)
+        assert check["status"] in ("pass", "warn", "fail", "skip")
+        assert all(isinstance(item["path"], str) and isinstance(item["value"], str) for item in check["evidence"])
+        assert check["fix"] is None or isinstance(check["fix"], str)
+    assert len({check["id"] for check in data["checks"]}) == len(data["checks"])
+
+
+def test_readiness_exits_0_on_a_ready_host(make_tree):
+    code, data = readiness_json(make_tree(WORKSTATION))
+    assert (code, data["ready"]) == (cli.EXIT_OK, True)
+
+
+def test_readiness_exits_1_on_a_vm_without_iommu_and_says_why(make_tree):
+    code, data = readiness_json(make_tree(VM_WITHOUT_IOMMU))
+    assert (code, data["ready"]) == (cli.EXIT_NOT_READY, False)
+    iommu = next(check for check in data["checks"] if check["id"] == "iommu")
+    assert iommu["status"] == "fail"
+    assert iommu["fix"]
+    assert {item["path"] for item in iommu["evidence"]} >= {"/sys/class/iommu"}
+
+
+def test_readiness_table_gives_evidence_and_fix_under_each_failed_check(make_tree):
+    code, text = run(["readiness", "--root", str(make_tree(VM_WITHOUT_IOMMU))])
+    assert code == 1
+    lines = text.splitlines()
+    iommu_line = next(index for index, line in enumerate(lines) if line.startswith("FAIL  IOMMU present"))
+    under = []
+    for line in lines[iommu_line + 1 :]:
+        if not line.startswith("      "):
+            break
+        under.append(line.strip())
+    assert any(line.startswith("read: /sys/class/iommu") for line in under)
+    assert any(line.startswith("fix:") for line in under)
+    assert re.search(r"^Not ready for PCI passthrough: \d+ checks? failed \(.*iommu.*\)\.$", text, re.MULTILINE)
+
+
+def test_readiness_table_of_a_ready_host_has_no_failure_and_says_ready(make_tree):
+    code, text = run(["readiness", "--root", str(make_tree(WORKSTATION))])
+    assert code == 0
+    statuses = {line.split()[0] for line in text.splitlines() if line and not line.startswith((" ", "Ready"))}
+    assert "PASS" in statuses and "FAIL" not in statuses
+    assert text.rstrip().endswith("Ready for PCI passthrough.")
+
+
+def test_capture_then_inventory_on_the_copy_reads_the_same_host(make_tree, tmp_path):
+    source = make_tree(WORKSTATION)
+    dest = tmp_path / "copy"
+    code, text = run(["capture", str(dest), "--root", str(source)])
+    assert code == 0
+    assert text.startswith(f"Captured {source} into {dest}")
+    assert "9 PCI functions, 6 IOMMU groups" in text
+    original, copy = inventory_json(source), inventory_json(dest)
+    assert copy["devices"] == original["devices"]
+    assert copy["groups"] == original["groups"]
+    assert copy["host_critical"] == original["host_critical"]
+
+
+def test_capture_refuses_a_destination_that_is_not_empty_and_changes_nothing(make_tree, tmp_path, capsys):
+    dest = tmp_path / "occupied"
+    dest.mkdir()
+    (dest / "notes.txt").write_text("mine")
+    code, text = run(["capture", str(dest), "--root", str(make_tree(VM_WITHOUT_IOMMU))])
+    assert code == 2
+    assert text == ""
+    assert "is not empty" in capsys.readouterr().err
+    assert sorted(path.name for path in dest.iterdir()) == ["notes.txt"]
+
+
+def test_capture_json_summarises_what_was_recorded(make_tree, tmp_path):
+    code, text = run(["capture", str(tmp_path / "copy"), "--root", str(make_tree(WORKSTATION)), "--format", "json"])
+    assert code == 0
+    summary = json.loads(text)
+    assert (summary["functions"], summary["groups"]) == (9, 6)
+    assert summary["dest"] == str(tmp_path / "copy")

@@ -127,3 +127,43 @@ def test_other_commands_still_go_through_django():
     result = manage("check")
     assert result.returncode == 0, result.stderr
     assert "System check identified no issues" in result.stdout
+
+
+def test_manage_py_readiness_exit_code_says_ready_or_not(make_tree):
+    ready = manage("readiness", "--root", str(make_tree(WORKSTATION)), "--format", "json")
+    not_ready = manage("readiness", "--root", str(make_tree(VM_WITHOUT_IOMMU)), "--format", "json")
+    assert (ready.returncode, json.loads(ready.stdout)["ready"]) == (0, True)
+    assert (not_ready.returncode, json.loads(not_ready.stdout)["ready"]) == (1, False)
+    assert "Traceback" not in ready.stderr + not_ready.stderr
+
+
+def test_call_command_readiness_on_a_host_that_is_not_ready_raises_with_exit_code_1(make_tree):
+    out = io.StringIO()
+    with pytest.raises(CommandError) as error:
+        call_command("readiness", root=str(make_tree(VM_WITHOUT_IOMMU)), format="json", stdout=out)
+    assert error.value.returncode == 1
+    assert json.loads(out.getvalue())["ready"] is False  # the report is written before the error
+
+
+def test_call_command_readiness_on_a_ready_host_returns_quietly(make_tree):
+    out = io.StringIO()
+    call_command("readiness", root=str(make_tree(WORKSTATION)), stdout=out)
+    assert out.getvalue().rstrip().endswith("Ready for PCI passthrough.")
+
+
+def test_manage_py_capture_writes_a_tree_that_inventory_reads_back(make_tree, tmp_path):
+    source, dest = make_tree(WORKSTATION), tmp_path / "bugreport"
+    captured = manage("capture", str(dest), "--root", str(source))
+    assert captured.returncode == 0, captured.stderr
+    assert "Traceback" not in captured.stderr
+    assert f"manage.py inventory --root {dest}" in captured.stdout
+    original = json.loads(manage("inventory", "--root", str(source), "--format", "json").stdout)
+    copy = json.loads(manage("inventory", "--root", str(dest), "--format", "json").stdout)
+    assert copy["groups"] == original["groups"]
+
+
+def test_call_command_capture_takes_dest_as_a_positional_argument(make_tree, tmp_path):
+    out = io.StringIO()
+    call_command("capture", str(tmp_path / "copy"), root=str(make_tree(VM_WITHOUT_IOMMU)), stdout=out)
+    assert (tmp_path / "copy" / "sys" / "bus" / "pci" / "devices" / "0000:00:02.0").exists()
+    assert "3 PCI functions" in out.getvalue()
