@@ -102,8 +102,8 @@ def reset_fails(address: str, method: str, errno: int = errnos.ENOTTY) -> Fault:
     return Fault("reset_fails", address=address, method=method, errno=errno)
 
 
-def sriov_enables_fewer(address: str, count: int) -> Fault:
-    return Fault("sriov_enables_fewer", address=address, count=count)
+def sriov_enables_fewer(address: str, count: int, *, times: int | None = None) -> Fault:
+    return Fault("sriov_enables_fewer", address=address, count=count, times=times)
 
 
 def command_fails(command: str, returncode: int = 1) -> Fault:

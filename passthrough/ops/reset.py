@@ -73,8 +73,8 @@ def refusal_in_words(error: SysfsWriteError, method: str | None, listed: list[st
         hint = "Choose another method the device lists, or reset the slot by powering the host off."
     elif error.errno == errnos.EINVAL:
         message = (
-            f"The kernel does not accept method {method or '(its default order)'} for this device (EINVAL) — "
-            "a listed method can still be refused when it is tried."
+            f"The kernel does not accept method {method or '(its default order)'} for this device — "
+            "a listed method can still be refused when it is tried (EINVAL)."
         )
         hint = "A bus reset needs the device alone behind its bridge; try flr or pm, or another slot."
     else:
