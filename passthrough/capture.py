@@ -99,7 +99,7 @@ class CaptureSummary:
     hostname: str | None = None
     kernel: str | None = None
     tool_version: str | None = None
-    privileged: bool = False
+    privileged: bool = False  # ran as root: full config space, /boot/efi and dmesg were readable
     functions: int = 0
     groups: int = 0
     files: int = 0
@@ -180,7 +180,8 @@ def _check_destination(dest: Path) -> Path:
         if entries:
             shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
             raise PassthroughError(
-                f"{target} is not empty ({len(entries)} entries: {shown}); a capture never mixes with other files.",
+                f"{target} is not empty ({len(entries)} {'entry' if len(entries) == 1 else 'entries'}: {shown}); "
+                "a capture never mixes with other files.",
                 path=str(target),
                 hint=hint,
             )

@@ -16,7 +16,7 @@ from typing import Any
 from passthrough.treebuilder import FunctionSpec, HostSpec, write_tree
 
 GRUB = 'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT="quiet intel_iommu=on iommu=pt"\n'
-HWLOC_TARBALLS = Path("/work/shared/fixtures/realworld/hwloc-linux-sysfs-captures/tarballs")
+HWLOC_TARBALLS = Path(__file__).resolve().parent / "data" / "capture"  # see PROVENANCE.txt there
 
 
 def workstation(console: str = "efifb") -> HostSpec:

@@ -132,6 +132,16 @@ def test_a_capture_can_be_moved_and_still_reads_the_same(built_host: Callable[[s
     assert absolute_links(moved) == []
 
 
+def test_a_capture_of_a_capture_is_the_same_tree(built_host: Callable[[str], Path], tmp_path: Path) -> None:
+    capture(HostTree(built_host("simpledrm-root-on-dm")), tmp_path / "first")
+    capture(HostTree(tmp_path / "first"), tmp_path / "second")
+
+    first, second = listing(tmp_path / "first"), listing(tmp_path / "second")
+    assert json.loads(second.pop("capture.json")[1])["hostname"] == "pve1"
+    first.pop("capture.json")
+    assert second == first
+
+
 def test_iommu_units_resolve_to_the_same_places_as_in_the_source(
     built_host: Callable[[str], Path], tmp_path: Path
 ) -> None:
@@ -173,6 +183,14 @@ def test_a_real_machines_sysfs_round_trips(tmp_path: Path, machine: str) -> None
     assert scanned(tmp_path / "capture") == before
     assert lspci(tmp_path / "capture") == lspci(source)
     assert absolute_links(tmp_path / "capture") == []
+    for directory in ("sys/class/net", "sys/class/block"):
+        entries = sorted(os.listdir(source / directory)) if (source / directory).is_dir() else []
+        recorded = tmp_path / "capture" / directory
+        assert sorted(os.listdir(recorded)) == entries if entries else not recorded.exists()
+        for name in entries:  # each still resolves to its place under its PCI function
+            relative = f"{directory}/{name}"
+            assert HostTree(tmp_path / "capture").realpath(relative) == HostTree(source).realpath(relative)
+            assert (tmp_path / "capture" / relative).is_dir() == (source / relative).is_dir()  # lo dangles in one
 
 
 # The live host -----------------------------------------------------------------------------
@@ -409,6 +427,24 @@ def test_bootloader_and_initramfs_files_the_readers_use_are_recorded(
     assert (recorded / "usr/sbin/update-grub").is_file()
 
 
+def test_a_link_that_leads_out_of_the_tree_is_reported_and_not_followed(
+    make_tree: Callable[[HostSpec], Path], tmp_path: Path
+) -> None:
+    # As in prometheus/procfs' fixture, whose E810 driver link climbs past the tree's root.
+    source = make_tree(workstation())
+    driver = _function_dir(source, "0000:04:00.0") / "driver"
+    driver.unlink()
+    driver.symlink_to("../../../../../../../../../bus/pci/drivers/nvme")
+
+    summary = capture(HostTree(source), tmp_path / "capture")
+
+    assert not os.path.lexists(_function_dir(tmp_path / "capture", "0000:04:00.0") / "driver")
+    relative = "sys/devices/pci0000:00/0000:00:1d.0/0000:04:00.0/driver"
+    assert (relative, "links outside the captured host (../../../../../../../../../bus/pci/drivers/nvme)") in [
+        (s.path, s.reason) for s in summary.skipped
+    ]
+
+
 def test_a_fifo_among_host_files_is_skipped_without_blocking(
     make_tree: Callable[[HostSpec], Path], tmp_path: Path
 ) -> None:
@@ -496,7 +532,7 @@ def test_a_non_empty_destination_is_refused_and_left_alone(
     dest.mkdir(parents=True)
     (dest / "notes.txt").write_text("mine\n")
 
-    with pytest.raises(PassthroughError, match=r"is not empty \(1 entries: notes.txt\)") as raised:
+    with pytest.raises(PassthroughError, match=r"is not empty \(1 entry: notes.txt\)") as raised:
         capture(HostTree(source), dest)
 
     assert raised.value.path == str(dest)
