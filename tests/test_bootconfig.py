@@ -17,7 +17,7 @@ from passthrough.bootconfig import (
     module_load_edit,
 )
 from passthrough.host import HostTree
-from passthrough.kernelcmdline import InvalidKernelParameter
+from passthrough.kernelcmdline import InvalidKernelParameter, KernelCmdline
 from passthrough.treebuilder import HostSpec
 from tests.readiness_data import (
     ARCH_OS_RELEASE,
@@ -199,7 +199,7 @@ def test_arch_systemd_boot_entries_are_edited_directly_keeping_quoted_values(mak
         "boot/loader/entries/arch.conf": entry,
         "etc/os-release": ARCH_OS_RELEASE,
     }
-    plan = cmdline_edit(host(make_tree, files), [], ["pcie_aspm", "iommu=pt"])
+    plan = cmdline_edit(host(make_tree, files, cmdline=SIRSPUDD_CMDLINE), [], ["pcie_aspm", "iommu=pt"])
     assert plan.bootloader.name == "systemd-boot" and plan.commands == []
     [(old, new)] = plan.edits[0].changed_lines()
     assert new == old.replace(" pcie_aspm=off", "").replace(" iommu=pt", "")
@@ -348,3 +348,17 @@ def test_modules_load_at_boot_from_etc_modules_on_debian_and_modules_load_d_else
         make_tree, {"etc/os-release": ARCH_OS_RELEASE, "etc/modules-load.d/passthrough.conf": "vfio_pci\nvfio\n"}
     )
     assert not module_load_edit(listed, ["vfio", "vfio_pci"]).changed
+
+
+def test_the_command_line_is_parsed_as_the_kernel_parses_it() -> None:
+    pop = KernelCmdline.parse(POP_OPTIONS_LINE.removeprefix("options "))
+    assert pop.value("vfio_pci.ids") == "1002:aaf8,1002:687f"  # quoted, and written with a dash
+    assert pop.has("amd_iommu", "on") and not pop.has("iommu")
+    threadripper = KernelCmdline.parse(SIRSPUDD_CMDLINE)
+    assert [param.raw for param in threadripper.find("initrd")] == [
+        "initrd=\\amd-ucode.img",
+        "initrd=\\initramfs-spudd-master.img",
+    ]
+    assert threadripper.has("iommu", "pt") and threadripper.value("cgroup_no_v1") == "all"
+    firecracker = KernelCmdline.parse("console=ttyS0 -- --init-arg intel_iommu=off")
+    assert not firecracker.has("intel_iommu") and firecracker.init_args == ["--init-arg", "intel_iommu=off"]

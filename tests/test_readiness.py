@@ -190,6 +190,7 @@ def test_an_amd_host_is_never_told_to_add_amd_iommu_on(make_tree: MakeTree, cmdl
     files = {"etc/default/grub": DEBIAN_GRUB, "etc/os-release": DEBIAN_OS_RELEASE}
     checks = checks_of(make_tree, cpuinfo=AMD_CPU, cmdline=cmdline, iommu=None, files=files)
     assert checks["iommu"].status == "fail" and checks["iommu"].fix == FIRMWARE_FIX["amd"]
+    assert "AMD-Vi" in checks["iommu"].fix and "amd_iommu=on" not in checks["iommu"].fix
     for check in checks.values():
         for edit in (check.plan or {}).get("edits", []):
             assert "amd_iommu=on" not in "".join(str(line["after"]) for line in edit["changed_lines"])

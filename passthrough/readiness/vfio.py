@@ -81,7 +81,7 @@ def module_states(facts: HostFacts) -> ModuleReport:
     if available is not None or builtin is not None:
         because = "not in modules.dep or modules.builtin"
     elif proc_modules is None and sys_module is not None:
-        because = "this kernel cannot load modules (no /proc/modules), and /sys/module does not list it as built in"
+        because = "it cannot load modules (no /proc/modules), and /sys/module lists none of these as built in"
     else:
         because = None  # not loaded, and without modules.dep nobody can say whether it is installed
     return ModuleReport(states, evidence, because)
@@ -194,5 +194,7 @@ def check_dev_vfio(facts: HostFacts) -> Check:
         "/dev/vfio/vfio appears when the vfio module loads, and "
         + ("this kernel has no vfio." if state == MISSING else "it is not loaded."),
         evidence,
-        fix="Load vfio (see the vfio_modules check): `modprobe vfio`.",
+        fix="Boot a kernel with vfio (see the vfio_modules check)."
+        if state == MISSING
+        else "Load vfio (see the vfio_modules check): `modprobe vfio`.",
     )
