@@ -11,6 +11,7 @@ import atexit
 import functools
 import os
 import shutil
+import tarfile
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,13 @@ from passthrough.treebuilder import HostSpec, write_tree
 
 REALWORLD = Path("/work/shared/fixtures/realworld")
 needs_shared_fixtures = pytest.mark.skipif(not REALWORLD.is_dir(), reason=f"{REALWORLD} is not on this machine")
+HWLOC = REALWORLD / "hwloc-linux-sysfs-captures/tarballs"
+HWLOC_CAPTURES = (
+    sorted(path.name.removesuffix(".tar.bz2") for path in HWLOC.glob("*.tar.bz2")) if HWLOC.is_dir() else []
+)
+# What scan() and the host-critical checks read. The captures' bulk is sys/devices/system
+# (CPU and memory topology for hwloc), which would only slow the unpacking down.
+READ_BY_SCAN = ("proc/", "sys/bus/pci", "sys/devices/pci", "sys/class/", "sys/dev/", "sys/block", "sys/kernel")
 
 
 @functools.cache
@@ -59,6 +67,37 @@ def inventory(key: str, build: Callable[[], HostSpec] | None = None) -> Inventor
 @functools.cache
 def _scanned(root: Path) -> Inventory:
     return scan(root)
+
+
+def scratch(name: str) -> Path:
+    """A fresh directory on the same fast storage, removed when the session ends."""
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=_base()))
+
+
+@functools.cache
+def hwloc_capture(name: str) -> Path:
+    """The hwloc capture ``name`` unpacked; the root folder inside can differ from the tarball's name."""
+    destination = scratch(name)
+    with tarfile.open(HWLOC / f"{name}.tar.bz2") as archive:
+        wanted = [m for m in archive.getmembers() if m.name.partition("/")[2].startswith(READ_BY_SCAN)]
+        archive.extractall(destination, members=wanted, filter="data")
+    (root,) = [entry for entry in destination.iterdir() if entry.is_dir()]
+    return root
+
+
+@functools.cache
+def procfs_tree() -> Path:
+    """prometheus/procfs' sysfs fixture (E810 with SR-IOV, an NVMe behind AMD-Vi) unpacked."""
+    root = scratch("procfs")
+    realworld.unpack_ttar(realworld.ttar_bytes(), str(root))
+    # Its iommu_group links point at sys/kernel/iommu_groups/N, which the fixture does not
+    # hold: create each group with its devices entry, as the kernel lays them out.
+    for link in root.glob("sys/devices/**/iommu_group"):
+        group = root / "sys/kernel/iommu_groups" / os.readlink(link).rsplit("/", 1)[1]
+        (group / "devices").mkdir(parents=True, exist_ok=True)
+        entry = group / "devices" / link.parent.name
+        entry.symlink_to(os.path.relpath(link.parent, entry.parent))
+    return root
 
 
 def source(path: str) -> str:
