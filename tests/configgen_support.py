@@ -12,6 +12,7 @@ import shlex
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -224,8 +225,10 @@ def command_argv(text: str) -> list[str]:
     return shlex.split(joined, comments=True)
 
 
-def vfio_devices(argv: list[str], driver: str = "vfio-pci") -> list[VfioDevice]:
-    """Every ``-device vfio-pci,...`` (or ``pci-assign``) in argv, parsed."""
+def vfio_devices(
+    argv: list[str], driver: str = "vfio-pci", normalize: Callable[[str], str] | None = None
+) -> list[VfioDevice]:
+    """Every ``-device vfio-pci,...`` (or ``pci-assign``) in argv, parsed; ``normalize`` rewrites host= first."""
     found = []
     for option, value in zip(argv, argv[1:], strict=False):
         if option != "-device" or not value.startswith(driver + ","):
@@ -237,7 +240,7 @@ def vfio_devices(argv: list[str], driver: str = "vfio-pci") -> list[VfioDevice]:
         slot_text, _, function_text = options.get("addr", "0").partition(".")
         found.append(
             VfioDevice(
-                host=str(PciAddress.parse(options["host"])),
+                host=str(PciAddress.parse(normalize(options["host"]) if normalize else options["host"])),
                 bus=options.get("bus", ""),
                 slot=int(slot_text, 16),
                 function=int(function_text, 16) if function_text else 0,

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from passthrough.configgen import build_spec, generate
+from passthrough.configgen import PassedDevice, VmSpec, build_spec, generate
 from passthrough.inventory import Inventory, scan
 from tests.configgen_support import desktop_with_quad_nic, hostdev_partition, hostdevs, virt_xml_validate
 
@@ -52,6 +52,11 @@ def test_functions_of_one_card_share_a_guest_slot_behind_their_own_root_port(inv
 def test_skipped_function_numbers_are_kept_in_the_guest(inventory):
     devices = hostdevs(domain_xml(inventory, ["04:00.0", "04:00.3"]))
     assert [(device.source, device.guest[3]) for device in devices] == [("0000:04:00.0", 0), ("0000:04:00.3", 3)]
+
+
+def test_a_lone_function_other_than_0_takes_function_0_in_the_guest(inventory):
+    (nic,) = hostdevs(generate(inventory, VmSpec(devices=[PassedDevice("0000:04:00.2")]), "libvirt").text)
+    assert nic.source == "0000:04:00.2" and nic.guest[3] == 0 and not nic.multifunction
 
 
 def test_rom_file_and_rom_bar_off(inventory):

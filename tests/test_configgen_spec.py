@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from passthrough.configgen import ConfigError, PassedDevice, VmSpec, build_spec, generate
+from passthrough.configgen.layout import guest_slots
 from passthrough.errors import InvalidAddress, UnknownDevice
 from passthrough.inventory import Inventory, scan
+from passthrough.treebuilder import FunctionSpec
 from tests.configgen_support import MACHINES, desktop
 
 
@@ -180,3 +182,28 @@ def test_spec_serialises_to_json_with_the_reasons(inventory):
     assert data["devices"][1]["added_because"].startswith("function of the same physical device")
     assert data["devices"][0]["x_vga"] is True
     assert data["hugepages"] is True
+
+
+def test_vfs_sharing_a_slot_number_get_a_guest_slot_each(make_tree):
+    spec = desktop()
+    spec.functions.append(
+        FunctionSpec(
+            "07:00.0", "8086", "1521", "020000", driver="igb", iommu_group=20, sriov_totalvfs=7, sriov_numvfs=2
+        )
+    )
+    for number, address in enumerate(("07:10.0", "07:10.4")):
+        spec.functions.append(
+            FunctionSpec(
+                address, "8086", "1520", "020000", driver="vfio-pci", iommu_group=21 + number, physfn="07:00.0"
+            )
+        )
+    inventory = scan(make_tree(spec))
+    vm = build_spec(inventory, ["07:10.4", "07:10.0"])
+    assert [device.address for device in vm.devices] == ["0000:07:10.4", "0000:07:10.0"]
+    assert all(device.is_vf and device.picked for device in vm.devices)
+    slots = guest_slots(vm)
+    assert [[(device.address, number) for device, number in slot.functions] for slot in slots] == [
+        [("0000:07:10.4", 0)],
+        [("0000:07:10.0", 0)],
+    ]
+    assert len(build_spec(inventory, ["07:10.0"]).devices) == 1

@@ -25,7 +25,7 @@ from passthrough.configgen.spec import (
     require_function,
 )
 from passthrough.host import HostTree
-from passthrough.inventory import Inventory
+from passthrough.inventory import Inventory, PciFunction
 from passthrough.isolation import describe
 
 __all__ = [
@@ -99,6 +99,8 @@ def build_spec(
     devices = [PassedDevice(address) for address in picked]
     for address, reason in _companions(inventory, picked):
         devices.append(PassedDevice(address, added_because=reason))
+    for device in devices:
+        device.is_vf = require_function(inventory, device.address).is_vf
     devices = _physical_order(devices)
     spec = VmSpec(
         devices=devices,
@@ -163,14 +165,12 @@ def _companions(inventory: Inventory, picked: list[str]) -> list[tuple[str, str]
             candidates = [
                 (other.address, "function of the same physical device as " + describe(function))
                 for other in inventory.devices
-                if other.pci_address.slot_key == function.pci_address.slot_key
-                and not other.is_bridge
-                and not other.is_host_bridge
+                if _same_device(other, function) and not other.is_bridge and not other.is_host_bridge
             ]
         else:
             candidates = []
             for other in group.endpoints:
-                if PciAddress.parse(other).slot_key == function.pci_address.slot_key:
+                if _same_device(require_function(inventory, other), function):
                     why = f"function of the same physical device as {describe(function)}"
                 else:
                     why = f"shares IOMMU group {group.id} with {describe(function)}; vfio gives a VM the whole group"
@@ -189,11 +189,16 @@ def _companions(inventory: Inventory, picked: list[str]) -> list[tuple[str, str]
 
 def _physical_order(devices: list[PassedDevice]) -> list[PassedDevice]:
     """Devices grouped by physical device in order of first appearance, functions in order."""
-    order: list[tuple[int, int, int]] = []
+    order: list[tuple[int, ...]] = []
     for device in devices:
-        if device.pci_address.slot_key not in order:
-            order.append(device.pci_address.slot_key)
-    return sorted(devices, key=lambda device: (order.index(device.pci_address.slot_key), device.pci_address.function))
+        if device.physical_key not in order:
+            order.append(device.physical_key)
+    return sorted(devices, key=lambda device: (order.index(device.physical_key), device.pci_address.function))
+
+
+def _same_device(one: PciFunction, other: PciFunction) -> bool:
+    """Two functions of one physical device; SR-IOV VFs that share a slot number are not."""
+    return one.pci_address.slot_key == other.pci_address.slot_key and not (one.is_vf or other.is_vf)
 
 
 def _primary_display(inventory: Inventory, devices: list[PassedDevice]) -> PassedDevice | None:

@@ -53,10 +53,10 @@ class GuestSlot:
 
 
 def guest_slots(spec: VmSpec) -> list[GuestSlot]:
-    order: list[tuple[int, int, int]] = []
-    by_slot: dict[tuple[int, int, int], list[PassedDevice]] = {}
+    order: list[tuple[int, ...]] = []
+    by_slot: dict[tuple[int, ...], list[PassedDevice]] = {}
     for device in spec.devices:
-        key = device.pci_address.slot_key
+        key = device.physical_key
         if key not in by_slot:
             order.append(key)
             by_slot[key] = []

@@ -30,6 +30,7 @@ def host_value(inventory: Inventory, slot: GuestSlot) -> str:
     on_host = [function for function in inventory.devices if function.pci_address.slot_key == first.slot_key]
     passed = {device.address for device in slot.devices}
     if slot.multifunction and {function.address for function in on_host} == passed:
+        # bb:dd is every function in the slot; VFs never share a guest slot, so never reach here.
         return f"{prefix}{first.bus:02x}:{first.slot:02x}"
     # Proxmox numbers the functions of a ';' list 0, 1, ... in the guest, in list order.
     return ";".join(

@@ -59,6 +59,7 @@ class PassedDevice:
     rombar: bool = True
     x_vga: bool = False  # the primary GPU's display function
     bars: list[Bar] = field(default_factory=list)  # memory BARs; empty: not known
+    is_vf: bool = False  # an SR-IOV virtual function
 
     @property
     def picked(self) -> bool:
@@ -67,6 +68,13 @@ class PassedDevice:
     @property
     def pci_address(self) -> PciAddress:
         return PciAddress.parse(self.address)
+
+    @property
+    def physical_key(self) -> tuple[int, ...]:
+        """Functions with one key are one physical device. A VF is a device of its own even when
+        other VFs share its slot number (07:10.0 and 07:10.4 are two VFs, not one card)."""
+        address = self.pci_address
+        return (*address.slot_key, address.function) if self.is_vf else address.slot_key
 
 
 @dataclass

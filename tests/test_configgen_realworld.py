@@ -1,0 +1,87 @@
+"""All five targets for every viable GPU group of the real machines the tests build from published listings."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from passthrough.configgen import TARGETS, build_spec, generate
+from passthrough.configgen.hyperv import location_path
+from passthrough.inventory import Inventory, scan
+from passthrough.treebuilder import write_tree
+from tests.configgen_support import MACHINES, hostdevs, hostpci_entries, script_argv, vfio_devices, virt_xml_validate
+
+
+@pytest.fixture(scope="module")
+def inventories(tmp_path_factory) -> dict[str, Inventory]:
+    found = {}
+    for name, machine in MACHINES.items():
+        root = tmp_path_factory.mktemp(name)
+        write_tree(machine.host_spec(), root)
+        found[name] = scan(root)
+    return found
+
+
+def viable_gpu_groups(inventory: Inventory) -> list[list[str]]:
+    """For each viable group holding a display function: its display functions (what a user picks)."""
+    picks = []
+    for group in inventory.groups:
+        displays = [address for address in group.endpoints if inventory.device(address).is_display]
+        if group.viable and displays:
+            picks.append(displays)
+    return picks
+
+
+def _cases() -> list[tuple[str, list[str]]]:
+    cases = []
+    for name, machine in MACHINES.items():
+        with tempfile.TemporaryDirectory() as root:
+            cases += [(name, picks) for picks in viable_gpu_groups(scan(write_tree(machine.host_spec(), root)))]
+    return cases
+
+
+CASES = _cases()
+
+
+def test_every_machine_has_a_viable_gpu_group():
+    assert {name for name, _ in CASES} == set(MACHINES)
+    assert len(CASES) == 13
+
+
+@pytest.mark.parametrize("name, picks", CASES, ids=[f"{name}-{picks[0][5:]}" for name, picks in CASES])
+def test_all_five_targets_generate_for_the_gpu_group(inventories, tmp_path, name, picks):
+    inventory = inventories[name]
+    primary = any((inventory.device(address).class_code or "").startswith("0300") for address in picks)
+    spec = build_spec(inventory, picks, name="gpu-vm", primary_gpu=primary, hide_kvm=True)
+    passed = [device.address for device in spec.devices]
+    assert set(picks) <= set(passed)
+    configs = {target: generate(inventory, spec, target) for target in TARGETS}
+
+    assert [d.host for d in vfio_devices(script_argv(configs["qemu"].text))] == passed
+
+    xml_path = tmp_path / configs["libvirt"].filename
+    xml_path.write_text(configs["libvirt"].text)
+    assert [device.source for device in hostdevs(configs["libvirt"].text)] == passed
+    result = virt_xml_validate(xml_path)
+    assert result.returncode == 0, result.stderr
+    ET.fromstring(configs["libvirt"].text)
+
+    entries = hostpci_entries(configs["proxmox"].text)
+    named = " ".join(options["host"] for options in entries.values())
+    for address in passed:
+        short = address[5:]
+        assert short in named or short[:-2] in named.split()
+
+    vmx_ids = re.findall(r'^pciPassthru\d+\.id = "([^"]+)"$', configs["vmware"].text, re.MULTILINE)
+    assert vmx_ids == passed
+
+    paths = re.findall(r"^\$LocationPath = '([^']*)'$", configs["hyperv"].text, re.MULTILINE)
+    assert paths == [location_path(inventory.device(address)) for address in passed]
+    assert all(path.startswith("PCIROOT(") for path in paths)
+
+    for config in configs.values():
+        assert config.host_requirements[0].id == "iommu" and config.host_requirements[0].met is True
+        assert "Host requirements" in config.text
