@@ -110,12 +110,12 @@ def class_code_of(class_name: str | None) -> str | None:
 
 @lru_cache(maxsize=1)
 def _class_codes() -> dict[str, str]:
-    # lspci prints a subclass's name when pci.ids has one, else the base class's; so a
-    # four-digit entry wins over a two-digit one of the same name, and the first wins.
-    # pciids has no public accessor for its class table yet.
-    table = pciids.load()._class_table()
+    # lspci prints a subclass's name when pci.ids has one ("Serial bus controller" is both
+    # class 0c and subclass 0c80), else the class's, whose subclass no name can tell. So
+    # only subclass entries map back, the lowest code first. pciids has no public accessor
+    # for its class table yet.
     codes: dict[str, str] = {}
-    for code, name in sorted(table.items(), key=lambda item: (len(item[0]) != 4, item[0])):
+    for code, name in sorted(pciids.load()._class_table().items()):
         if len(code) == 4:
             codes.setdefault(name, code)
     return codes
@@ -236,10 +236,17 @@ def parse_groups(text: str) -> list[ListedFunction]:
         parse_lspci,  # `lspci -v` prints "IOMMU group N" among the flags
     ]
     best: list[ListedFunction] = []
+    errors: list[ListingError] = []
     for parser in parsers:
-        found = [function for function in parser(text) if function.iommu_group is not None]
+        try:
+            found = [function for function in parser(text) if function.iommu_group is not None]
+        except ListingError as error:  # a line of another format, or a real fault of this one
+            errors.append(error)
+            continue
         if len(found) > len(best):
             best = found
+    if not best and errors:
+        raise errors[0]
     if not best:
         raise ListingError(
             "No IOMMU group listing found in the text.",
@@ -249,16 +256,22 @@ def parse_groups(text: str) -> list[ListedFunction]:
 
 
 def _unique(functions: list[ListedFunction]) -> list[ListedFunction]:
-    """One entry per address; a function listed in two groups is an error, not a choice."""
+    """One entry per address, the first, completed by later ones (``lspci -nnk`` pasted
+    with ``lspci -v``). A function listed in two groups is an error, not a choice."""
     seen: dict[str, ListedFunction] = {}
     for function in functions:
         first = seen.setdefault(function.address, function)
-        if first.iommu_group != function.iommu_group:
+        if first is function:
+            continue
+        if None not in (first.iommu_group, function.iommu_group) and first.iommu_group != function.iommu_group:
             raise ListingError(
                 f"{function.address} is listed in group {first.iommu_group} (line {first.line}) "
                 f"and in group {function.iommu_group} (line {function.line}).",
                 hint="A function belongs to exactly one IOMMU group; paste one listing from one boot.",
             )
+        for key, value in vars(function).items():
+            if getattr(first, key) in (None, []) and value not in (None, []):
+                setattr(first, key, value)
     return sorted(seen.values(), key=lambda function: function.pci_address)
 
 

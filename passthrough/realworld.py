@@ -45,6 +45,9 @@ class HostContext:
     linux_bridge: str | None = None  # "vmbr0": the route leaves through a bridge over that NIC
 
 
+UNKNOWN = HostContext()  # the source does not say which GPU the host boots with, nor more
+
+
 def source_text(source: str, name: str) -> str:
     with open(os.path.join(DATA, source, name), encoding="utf-8", errors="replace") as handle:
         return handle.read()
@@ -115,53 +118,45 @@ SUPROX = HostContext(
 )
 
 
+def _asokolsky(machine: str, groups_block: int, context: HostContext) -> HostSpec:
+    groups = source_text("asokolsky-homelab", f"extracted/{machine}__iommu.block{groups_block}.txt")
+    lspci = source_text("asokolsky-homelab", f"extracted/{machine}__lspci.block1.txt")
+    cmdline = _line(groups, r"^(BOOT_IMAGE=.*)$")
+    return _machine(
+        listings.parse_groups(groups), listings.parse_lspci(lspci), cpu="intel", context=context, cmdline=cmdline
+    )
+
+
 def asokolsky_duo(context: HostContext = DUO) -> HostSpec:
     """ASRock Z370 desktop: GT 1030 01:00.0/.1 in group 2 with root port 00:01.0.
 
     The lspci was taken after a GPU swap (its 01:00.0 is an RTX 3050), so the GT 1030's
     drivers stay unknown rather than borrowed from another card.
     """
-    groups = source_text("asokolsky-homelab", "extracted/duo__iommu.block1.txt")
-    lspci = source_text("asokolsky-homelab", "extracted/duo__lspci.block1.txt")
-    cmdline = _line(groups, r"^(BOOT_IMAGE=.*)$")
-    return _machine(
-        listings.parse_groups(groups), listings.parse_lspci(lspci), cpu="intel", context=context, cmdline=cmdline
-    )
+    return _asokolsky("duo", 1, context)
 
 
 def asokolsky_fuji(context: HostContext = FUJI) -> HostSpec:
     """Fujitsu C236 server on Proxmox 6.5 (root on /dev/mapper/pve-root; the tree has no
     device-mapper layer, so the root partition sits on the NVMe directly)."""
-    groups = source_text("asokolsky-homelab", "extracted/fuji__iommu.block2.txt")
-    lspci = source_text("asokolsky-homelab", "extracted/fuji__lspci.block1.txt")
-    cmdline = _line(groups, r"^(BOOT_IMAGE=.*)$")
-    return _machine(
-        listings.parse_groups(groups), listings.parse_lspci(lspci), cpu="intel", context=context, cmdline=cmdline
-    )
+    return _asokolsky("fuji", 2, context)
 
 
 def asokolsky_nas(context: HostContext = NAS) -> HostSpec:
     """Supermicro Atom C3000 on TrueNAS: QAT, four X553 ports, AST1150 bridge and VGA in one group."""
-    groups = source_text("asokolsky-homelab", "extracted/nas__iommu.block1.txt")
-    lspci = source_text("asokolsky-homelab", "extracted/nas__lspci.block1.txt")
-    cmdline = _line(groups, r"^(BOOT_IMAGE=.*)$")
-    return _machine(
-        listings.parse_groups(groups), listings.parse_lspci(lspci), cpu="intel", context=context, cmdline=cmdline
-    )
+    return _asokolsky("nas", 1, context)
 
 
 def asokolsky_suprox(context: HostContext = SUPROX) -> HostSpec:
     """Supermicro C246 server on Proxmox: the I350's two functions in group 1 with root port 00:01.0."""
-    groups = source_text("asokolsky-homelab", "extracted/suprox__iommu.block1.txt")
-    lspci = source_text("asokolsky-homelab", "extracted/suprox__lspci.block1.txt")
-    cmdline = _line(groups, r"^(BOOT_IMAGE=.*)$")
-    return _machine(
-        listings.parse_groups(groups), listings.parse_lspci(lspci), cpu="intel", context=context, cmdline=cmdline
-    )
+    return _asokolsky("suprox", 1, context)
 
 
 # Desktops with a GPU for the guest -------------------------------------------------------------
-def ashtonian_city17(context: HostContext = HostContext(boot_vga="0000:00:02.0")) -> HostSpec:  # assumed: iGPU
+ASHTONIAN = HostContext(boot_vga="0000:00:02.0")  # assumed: the iGPU (i915 drives it)
+
+
+def ashtonian_city17(context: HostContext = ASHTONIAN) -> HostSpec:
     """Alder Lake: RX 6700 XT 03:00.0 and its audio split (groups 21/22) behind the Navi
     switch, RX 560 04:00.0/.1 together in group 23 on vfio-pci.
 
@@ -191,6 +186,8 @@ def mapmanagement_b550(grouping: str = "acs", context: HostContext = MAPMANAGEME
     ``acs`` grouping shows), so those buses stay root buses instead of being hung under
     an empty chipset port.
     """
+    if grouping not in MAPMANAGEMENT_GROUPINGS:
+        raise ValueError(f"grouping must be one of {sorted(MAPMANAGEMENT_GROUPINGS)}, not {grouping!r}")
     text = source_text("mapmanagement-gpu-passthrough", MAPMANAGEMENT_GROUPINGS[grouping])
     cmdline = _line(
         source_text("mapmanagement-gpu-passthrough", "extracted/passthrough__pop_os__first_try.block6.txt"),
@@ -202,7 +199,10 @@ def mapmanagement_b550(grouping: str = "acs", context: HostContext = MAPMANAGEME
     )
 
 
-def schplorg_t480(context: HostContext = HostContext(boot_vga="0000:00:02.0")) -> HostSpec:  # assumed: the iGPU
+SCHPLORG = HostContext(boot_vga="0000:00:02.0")  # assumed: the laptop's iGPU drives its panel
+
+
+def schplorg_t480(context: HostContext = SCHPLORG) -> HostSpec:
     """ThinkPad T480 with a Thunderbolt 3 eGPU: group 14 holds TB downstream port 05:01.0,
     the enclosure's bridges, GTX 1060 09:00.0/.1 and the enclosure's USB controller.
 
@@ -225,13 +225,19 @@ def schplorg_t480(context: HostContext = HostContext(boot_vga="0000:00:02.0")) -
     )
 
 
-def ethanzhf_server(context: HostContext = HostContext(boot_vga="0000:03:00.0")) -> HostSpec:  # the only VGA
+ETHANZHF = HostContext(boot_vga="0000:03:00.0")  # its only VGA function, the BMC's ASPEED
+
+
+def ethanzhf_server(context: HostContext = ETHANZHF) -> HostSpec:
     """Multi-socket Sapphire Rapids-class server: 20 DMAR units, each accelerator alone in a group."""
     text = source_text("ethanzhf-iommu-tools", "tree.sh.output.txt")
     return _machine(listings.parse_dmar_tree(text), None, cpu="intel", context=context)
 
 
-def naunter_b550(context: HostContext = HostContext(boot_vga="0000:05:00.0")) -> HostSpec:  # the only GPU
+NAUNTER = HostContext(boot_vga="0000:05:00.0")  # the APU's iGPU is its only display function
+
+
+def naunter_b550(context: HostContext = NAUNTER) -> HostSpec:
     """ASRock B550 ITX + Ryzen 5700G, grouped with the ACS override patch: the Cezanne
     iGPU and its audio land in groups 14 and 15. The source names the one parameter."""
     source = "naunter-device-passthrough-notes"
@@ -241,14 +247,14 @@ def naunter_b550(context: HostContext = HostContext(boot_vga="0000:05:00.0")) ->
     return _machine(listings.parse_groups(text), None, cpu="amd", context=context, cmdline=cmdline)
 
 
-def joe_p_x570(context: HostContext = HostContext()) -> HostSpec:
+def joe_p_x570(context: HostContext = UNKNOWN) -> HostSpec:
     """Gigabyte X570 + Ryzen 3900X, stock grouping: GTX 1080 Ti 0b:00.0/.1 in group 30,
     GT 710 in 31, the chipset's switch ports grouped with their USB and SATA."""
     text = source_text("joe-p-vfio-headless", "extracted/README.block2.txt")
     return _machine(listings.parse_groups(text), None, cpu="amd", context=context)
 
 
-def sirspudd_threadripper(context: HostContext = HostContext()) -> HostSpec:
+def sirspudd_threadripper(context: HostContext = UNKNOWN) -> HostSpec:
     """Threadripper 1950X on X399, two root complexes (00: and 40:): Radeon VII 0d:00.0/.1
     split into groups 20/21, RX 580 43:00.0/.1 together in group 42."""
     source = "sirspudd-threadripper-1950x"
@@ -257,7 +263,10 @@ def sirspudd_threadripper(context: HostContext = HostContext()) -> HostSpec:
     return _machine(listings.parse_groups(text), None, cpu="amd", context=context, cmdline=cmdline)
 
 
-def mistikan_anaconda(context: HostContext = HostContext(boot_vga="0000:03:00.0")) -> HostSpec:  # the only GPU
+MISTIKAN = HostContext(boot_vga="0000:03:00.0")  # the RX 7600 is its only display function
+
+
+def mistikan_anaconda(context: HostContext = MISTIKAN) -> HostSpec:
     """B560 + RX 7600 behind the Navi switch, GPU and audio split (groups 12/13); iommu.sh
     marks functions with a reset "[R]" but not which reset methods they have."""
     text = source_text("mistikan-hl-cluster", "extracted/docs__iommu.block1.txt")
@@ -277,7 +286,7 @@ ARC_ASSUMED = [
 ARC_GROUPS = {"0000:03:00.0": 5, "0000:04:00.0": 6}
 
 
-def onizuka_arc310(context: HostContext = HostContext(), *, assume_switch: bool = True) -> HostSpec:
+def onizuka_arc310(context: HostContext = UNKNOWN, *, assume_switch: bool = True) -> HostSpec:
     """Intel Arc A310 on vfio-pci: GPU 03:00.0 and its audio 04:00.0, on different buses."""
     source = "developer-onizuka-arc310"
     cards = listings.parse_lspci(source_text(source, "extracted/README.block3.txt"))

@@ -321,3 +321,18 @@ def test_listed_units_become_the_trees_iommu_units():
 def test_prog_if_from_lspci_v_reaches_the_class_code():
     function = ListedFunction("0000:00:14.0", "0c03", prog_if="30", vendor_id="8086", device_id="9d2f")
     assert listings.build_host_spec([function]).function("00:14.0").class_code == "0c0330"
+
+
+def test_two_lspci_outputs_of_one_host_complete_each_other():
+    both = source(DELL_LSPCI) + source(DELL_VERBOSE)
+    functions = by_address(listings.parse_lspci(both))
+    assert len(functions) == 22
+    assert (functions["0000:00:14.0"].iommu_group, functions["0000:00:14.0"].prog_if) == (2, "30")
+
+
+def test_a_fault_in_one_format_does_not_hide_a_listing_in_another():
+    text = source(NAUNTER) + "\nIOMMU Group 99 not a device line\n"
+    assert len(listings.parse_groups(text)) == 28
+    broken = "IOMMU Group 1 00:02.0 VGA compatible controller [0300]: X [8086:3e92]\nIOMMU Group 3 is missing\n"
+    with pytest.raises(ListingError, match="Line 2 of the group listing"):
+        listings.parse_groups(broken)  # no format reads it, so the fault is what the user needs

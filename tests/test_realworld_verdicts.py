@@ -306,6 +306,13 @@ def test_the_nic_with_the_default_route_through_vmbr0_makes_its_group_not_viable
     assert found.group(12).viable  # the other I210, on vfio-pci
 
 
+def test_the_nic_with_the_default_route_on_its_own_makes_its_group_not_viable():
+    context = HostContext(boot_vga="0000:04:00.0", default_route_nic="0000:05:00.0")
+    found = inventory("asokolsky-nas-route", lambda: realworld.asokolsky_nas(context))
+    assert not found.group(16).viable and "default route (enp5s0)" in reasons(found.group(16))
+    assert found.group(17).viable  # the X553's second port is its own group
+
+
 def test_the_bmc_vga_with_a_native_console_is_host_critical():
     context = HostContext(boot_vga="0000:02:00.0", console="native")
     found = inventory("asokolsky-fuji-console", lambda: realworld.asokolsky_fuji(context))
