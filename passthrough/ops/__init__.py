@@ -15,8 +15,10 @@ is written; everything else returns an :class:`OperationResult`.
 from passthrough.ops.bind import bind_vfio, restore_driver
 from passthrough.ops.commands import CommandResult, RunCommand
 from passthrough.ops.errors import (
+    BootConfigUnsupported,
     ConfirmationRequired,
     DeviceInUse,
+    FileChangedSinceApply,
     GroupNotViable,
     InvalidCount,
     InvalidDriverName,
@@ -30,6 +32,22 @@ from passthrough.ops.errors import (
     VerificationFailed,
     VfioUnavailable,
 )
+from passthrough.ops.files import FileChange, PersistencePlan
+from passthrough.ops.persist import (
+    apply_kernel_cmdline,
+    apply_persist_binding,
+    apply_rebuild_initramfs,
+    apply_unpersist_binding,
+    persisted_bindings,
+    plan_kernel_cmdline,
+    plan_persist_binding,
+    plan_rebuild_initramfs,
+    plan_unpersist_binding,
+    undo_change,
+    undo_kernel_cmdline,
+    undo_persist_binding,
+    undo_unpersist_binding,
+)
 from passthrough.ops.reset import amd_reset_bug_family, reset
 from passthrough.ops.result import FAILED, OUTCOMES, ROLLED_BACK, SUCCEEDED, UNCHANGED, OperationResult, Step
 from passthrough.ops.sriov import set_sriov_vfs
@@ -40,6 +58,21 @@ __all__ = [
     "restore_driver",
     "reset",
     "set_sriov_vfs",
+    "plan_persist_binding",
+    "apply_persist_binding",
+    "undo_persist_binding",
+    "plan_unpersist_binding",
+    "apply_unpersist_binding",
+    "undo_unpersist_binding",
+    "plan_kernel_cmdline",
+    "apply_kernel_cmdline",
+    "undo_kernel_cmdline",
+    "plan_rebuild_initramfs",
+    "apply_rebuild_initramfs",
+    "undo_change",
+    "persisted_bindings",
+    "PersistencePlan",
+    "FileChange",
     "amd_reset_bug_family",
     "confirmation_phrase",
     "RESET_METHODS",
@@ -52,7 +85,9 @@ __all__ = [
     "UNCHANGED",
     "FAILED",
     "ROLLED_BACK",
+    "BootConfigUnsupported",
     "ConfirmationRequired",
+    "FileChangedSinceApply",
     "DeviceInUse",
     "GroupNotViable",
     "InvalidCount",

@@ -49,6 +49,7 @@ class OperationResult:
     state_after: dict[str, Any] = field(default_factory=dict)
     error: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
+    undo: dict[str, Any] | None = None  # how to undo an applied file change (persistence)
 
     @property
     def ok(self) -> bool:
