@@ -2,11 +2,12 @@
 
 import filecmp
 import os
+import re
 from pathlib import Path
 
 import pytest
 
-from passthrough import realworld
+from passthrough import listings, realworld
 from passthrough.host import HostTree
 from passthrough.inventory import scan
 from passthrough.realworld import HostContext
@@ -328,6 +329,45 @@ def test_the_boot_vga_without_a_console_is_not_host_critical():
 
 
 # The catalogue ------------------------------------------------------------------------------------------
+def test_the_fuji_context_follows_from_its_lspci():
+    text = realworld.source_text("asokolsky-homelab", "extracted/fuji__lspci.block1.txt")
+    functions = listings.parse_lspci(text)
+    on_host = [f for f in functions if f.driver not in (None, "vfio-pci")]
+    assert [f.address for f in on_host if f.class_code.startswith("01")] == [realworld.FUJI.root_controller]
+    assert [f.address for f in on_host if f.class_code.startswith("02")] == [realworld.FUJI.default_route_nic]
+
+
+def test_the_b550_host_gpu_is_the_card_its_provenance_names():
+    provenance = realworld.source_text("mapmanagement-gpu-passthrough", "PROVENANCE.txt")
+    vendor, device = re.search(r"host GPU Radeon RX 550 \(Lexa (\w{4}):(\w{4})", provenance).groups()
+    gpu = inventory("mapmanagement-b550").device(realworld.MAPMANAGEMENT.boot_vga)
+    assert (gpu.vendor_id, gpu.device_id) == (vendor, device)
+
+
+@pytest.mark.parametrize(
+    ("name", "context"),
+    [
+        ("asokolsky-fuji", realworld.FUJI), ("asokolsky-nas", realworld.NAS), ("asokolsky-suprox", realworld.SUPROX),
+        ("ethanzhf-server", realworld.ETHANZHF), ("naunter-b550", realworld.NAUNTER),
+        ("mistikan-anaconda", realworld.MISTIKAN),
+    ],
+)  # fmt: skip
+def test_a_boot_vga_said_to_be_the_only_display_function_is_the_only_one(name, context):
+    displays = [f.address for f in inventory(name).devices if f.is_display]
+    assert displays == [context.boot_vga]
+    assert inventory(name).device(context.boot_vga).boot_vga is True
+
+
+def test_kernel_command_lines_are_the_sources():
+    duo = realworld.source_text("asokolsky-homelab", "extracted/duo__iommu.block1.txt").splitlines()[2]
+    assert (tree("asokolsky-duo") / "proc/cmdline").read_text().strip() == duo
+    assert (tree("asokolsky-duo") / "proc/sys/kernel/osrelease").read_text().strip() == "6.8.0-49-generic"
+    assert "intel_iommu=on iommu=pt" in (tree("asokolsky-suprox") / "proc/cmdline").read_text()
+    assert "amd_iommu=on" in (tree("mapmanagement-b550") / "proc/cmdline").read_text()
+    assert (tree("naunter-b550") / "proc/cmdline").read_text().strip() == "pcie_acs_override=downstream,multifunction"
+    assert (tree("joe-p-x570") / "proc/cmdline").read_text().strip() == ""  # the source gives none
+
+
 def test_every_machine_states_its_cpu_and_iommu_kind():
     for name, build in realworld.MACHINES.items():
         spec = build()
