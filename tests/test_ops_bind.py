@@ -274,3 +274,14 @@ def test_a_console_left_on_the_boot_gpu_is_warned_about(make_tree):
     assert result.outcome == SUCCEEDED
     assert any("console still holds the boot GPU" in warning for warning in result.warnings)
     assert kernel.link_name("sys/devices/platform/simple-framebuffer.0/driver") == "simpledrm"
+
+
+def test_a_bind_that_left_the_console_alone_rolls_back_to_it_untouched(make_tree):
+    kernel = KernelDouble(make_tree(x570(console="efifb")))
+    kernel.inject(faults.probe_fails(GT710_AUDIO.address, driver="vfio-pci"))
+
+    result = bind_vfio(kernel, BOOT, confirm=BOOT)
+
+    assert result.outcome == ROLLED_BACK
+    assert result.state_after["console"] == {"vtcon1": "1", "efi-framebuffer.0": "efi-framebuffer"}
+    assert not any(step.name in ("release_console", "restore_console") for step in result.steps)

@@ -95,19 +95,19 @@ def bind_vfio(
         result.outcome = UNCHANGED
         result.state_after = before
         return result
+    to_release = holders if release else []
     if holders and not release:
         names = ", ".join(holder.name for holder in holders)
         result.warnings.append(
             f"The host's console still holds the boot GPU ({names}); vfio-pci may fail to claim its memory "
             "and the VM may show nothing. Ask for the console to be released."
         )
-        holders = []
 
     result.warnings += ensure_vfio(tree, runner_for(tree, run_command), recorder)
     released: list[console.ConsoleHolder] = []
 
     def act() -> None:
-        console.release(tree, recorder, holders, released)
+        console.release(tree, recorder, to_release, released)
         for target in todo:
             _bind_one(tree, recorder, target, before["functions"][target])
         _verify_bound(tree, recorder, group.id, targets)
