@@ -5,6 +5,9 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
 
 import pytest
@@ -285,3 +288,33 @@ def test_a_bind_that_left_the_console_alone_rolls_back_to_it_untouched(make_tree
     assert result.outcome == ROLLED_BACK
     assert result.state_after["console"] == {"vtcon1": "1", "efi-framebuffer.0": "efi-framebuffer"}
     assert not any(step.name in ("release_console", "restore_console") for step in result.steps)
+
+
+@pytest.mark.parametrize("then", ["bind_again", "restore"])
+def test_a_worker_killed_between_unbind_and_bind_leaves_a_state_either_operation_finishes(kernel, then):
+    kernel.inject(faults.hang("sys/bus/pci/drivers_probe", 60))
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = (
+        "import sys\nfrom passthrough.kerneldouble import KernelDouble\nfrom passthrough.ops import bind_vfio\n"
+        f"bind_vfio(KernelDouble(sys.argv[1]), '{GPU}')\n"
+    )
+    worker = subprocess.Popen([sys.executable, "-c", script, kernel.root], cwd=here)
+    try:
+        deadline = time.monotonic() + 30
+        while kernel.state.write_count < 2 and time.monotonic() < deadline:  # override, unbind: then it hangs
+            time.sleep(0.05)
+    finally:
+        worker.kill()  # SIGKILL: no rollback runs
+        worker.wait()
+    assert (driver(kernel, GPU), override(kernel, GPU)) == (None, "vfio-pci")
+    kernel.clear_faults()
+
+    if then == "bind_again":
+        result = bind_vfio(kernel, GPU)
+        assert result.outcome == SUCCEEDED
+        assert (driver(kernel, GPU), driver(kernel, AUDIO)) == ("vfio-pci", "vfio-pci")
+    else:
+        result = restore_driver(kernel, GPU)
+        assert result.outcome == SUCCEEDED
+        assert (driver(kernel, GPU), driver(kernel, AUDIO)) == ("nouveau", "snd_hda_intel")
+        assert override(kernel, GPU) == "(null)"
