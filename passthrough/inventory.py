@@ -275,6 +275,8 @@ def _read_function(tree: HostTree, devices_dir: str, name: str, names: pciids.Pc
     function.class_name = names.class_name(function.class_code)
 
     if "driver" in present:
+        # The link's name, even when its target is missing: a capture that did not copy
+        # sys/bus/pci/drivers (hwloc's) still records which driver held the function.
         function.driver = _link_name(base + "driver")
     if "driver_override" in present:
         override = _read(base + "driver_override")
@@ -287,7 +289,8 @@ def _read_function(tree: HostTree, devices_dir: str, name: str, names: pciids.Pc
     # Without the reset_method attribute (kernels before 5.15) the reset file alone tells.
     function.has_reset = "reset" in present if present else None
     if "boot_vga" in present:
-        function.boot_vga = _read(base + "boot_vga") == "1"
+        boot_vga = _read(base + "boot_vga")
+        function.boot_vga = None if boot_vga not in ("0", "1") else boot_vga == "1"
     if "sriov_totalvfs" in present:
         function.sriov_totalvfs = _int(_read(base + "sriov_totalvfs"))
         function.sriov_numvfs = _int(_read(base + "sriov_numvfs"))

@@ -115,7 +115,7 @@ def _class_codes() -> dict[str, str]:
     # only subclass entries map back, the lowest code first. pciids has no public accessor
     # for its class table yet.
     codes: dict[str, str] = {}
-    for code, name in sorted(pciids.load()._class_table().items()):
+    for code, name in sorted(pciids.load().class_table().items()):
         if len(code) == 4:
             codes.setdefault(name, code)
     return codes

@@ -130,6 +130,10 @@ class PciIds:
         code = class_code.lower()
         return classes.get(code[:4]) or classes.get(code[:2])
 
+    def class_table(self) -> dict[str, str]:
+        """Class and subclass names by code: ``"03"`` -> Display controller, ``"0300"`` -> VGA compatible controller."""
+        return dict(self._class_table())
+
     def _class_table(self) -> dict[str, str]:
         if self._classes is None:
             self._vendor_index()
