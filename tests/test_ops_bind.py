@@ -214,6 +214,16 @@ def test_restore_is_refused_while_a_vm_holds_the_group_open(kernel):
     assert len(kernel.writes) == writes
 
 
+def test_restore_is_refused_while_a_vm_holds_a_device_through_iommufd(kernel):
+    bind_vfio(kernel, GPU)
+    os.makedirs(f"{kernel.root}/{DEVICES}/{AUDIO}/vfio-dev/vfio1")
+    os.makedirs(f"{kernel.root}/proc/5151/fd")
+    os.symlink("/dev/vfio/devices/vfio1", f"{kernel.root}/proc/5151/fd/40")
+
+    with pytest.raises(DeviceInUse, match="5151"):
+        restore_driver(kernel, GPU)
+
+
 def test_a_card_whose_audio_sits_in_another_group_is_named(make_tree):
     kernel = KernelDouble(make_tree(threadripper()))
 

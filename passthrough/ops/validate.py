@@ -178,14 +178,20 @@ def require_viable(
 
 
 def group_openers(tree: HostTree, group: int) -> list[str]:
-    """Processes holding ``/dev/vfio/<group>`` open (a running VM), as "pid (comm)"."""
-    wanted = f"/dev/vfio/{group}"
+    """Processes holding the group open (a running VM), as "pid (comm)".
+
+    QEMU opens ``/dev/vfio/<group>``, or with iommufd (Linux 6.6+) each device's
+    ``/dev/vfio/devices/vfioN``, named in the function's ``vfio-dev`` directory.
+    """
+    wanted = {f"/dev/vfio/{group}"}
+    for address in tree.listdir(f"{IOMMU_GROUPS}/{group}/devices"):
+        wanted |= {f"/dev/vfio/devices/{name}" for name in tree.listdir(f"sys/bus/pci/devices/{address}/vfio-dev")}
     found = []
     for pid in tree.listdir("proc"):
         if not pid.isdigit():
             continue
         for fd in tree.listdir(f"proc/{pid}/fd"):
-            if tree.readlink(f"proc/{pid}/fd/{fd}") == wanted:
+            if tree.readlink(f"proc/{pid}/fd/{fd}") in wanted:
                 found.append(f"{pid} ({tree.read(f'proc/{pid}/comm') or '?'})")
                 break
     return sorted(found, key=lambda entry: int(entry.split()[0]))
