@@ -150,7 +150,7 @@ def format_inventory(inventory: Inventory) -> str:
     if ungrouped and not inventory.groups:
         lines += [
             "",
-            "No IOMMU groups: the kernel has not enabled an IOMMU on this host, so nothing can be passed through.",
+            "No IOMMU groups under sys/kernel/iommu_groups: without an enabled IOMMU nothing can be passed through.",
             "Run `manage.py readiness` to see why and what to change.",
         ]
     elif ungrouped:

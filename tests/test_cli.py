@@ -251,3 +251,18 @@ def test_capture_json_summarises_what_was_recorded(make_tree, tmp_path):
     summary = json.loads(text)
     assert (summary["functions"], summary["groups"]) == (9, 6)
     assert summary["dest"] == str(tmp_path / "copy")
+
+
+def test_functions_outside_every_group_are_listed_apart(make_tree):
+    from passthrough.treebuilder import FunctionSpec, HostSpec
+
+    spec = HostSpec(
+        functions=[
+            FunctionSpec("0000:00:00.0", "8086", "3e30", "060000", iommu_group=0),
+            FunctionSpec("0000:05:00.0", "1b21", "1142", "0c0330", driver="xhci_hcd"),  # no iommu_group link
+        ]
+    )
+    _, text = run(["inventory", "--root", str(make_tree(spec))])
+    apart = text.split("Not in any IOMMU group:")[1]
+    assert "0000:05:00.0" in apart
+    assert "0000:00:00.0" not in apart
