@@ -83,6 +83,7 @@ def test_hidden_kvm_and_hyperv_vendor_id(inventory):
     root = ET.fromstring(domain_xml(inventory, ["01:00.0"], hide_kvm=True, hv_vendor_id="1234567890ab"))
     assert root.find("features/kvm/hidden").attrib == {"state": "on"}
     assert root.find("features/hyperv/vendor_id").attrib == {"state": "on", "value": "1234567890ab"}
+    assert [element.tag for element in root.find("features/hyperv")] == ["relaxed", "vapic", "spinlocks", "vendor_id"]
     plain = ET.fromstring(domain_xml(inventory, ["01:00.0"]))
     assert plain.find("features/kvm") is None and plain.find("features/hyperv") is None
 

@@ -103,7 +103,9 @@ def test_ovmf_boots_from_debian_code_and_a_per_vm_copy_of_the_vars(inventory):
 
 def test_old_nvidia_options_hide_kvm_and_set_the_hyperv_vendor(inventory):
     argv = script_argv(qemu(inventory, ["01:00.0"], hide_kvm=True, hv_vendor_id="1234567890ab"))
-    assert options_of(argv, "-cpu") == ["host,kvm=off,hv_vendor_id=1234567890ab"]
+    assert options_of(argv, "-cpu") == [
+        "host,kvm=off,hv_relaxed,hv_vapic,hv_spinlocks=0x1fff,hv_vendor_id=1234567890ab"
+    ]
     assert options_of(script_argv(qemu(inventory, ["01:00.0"])), "-cpu") == ["host"]
 
 

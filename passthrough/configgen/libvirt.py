@@ -63,10 +63,15 @@ def domain(spec: VmSpec) -> tuple[ET.Element, dict[str, str]]:
     _sub(features, "acpi")
     _sub(features, "apic")
     if spec.hv_vendor_id:
+        # The vendor string lives in the Hyper-V CPUID leaves, which exist only with enlightenments on.
         hyperv = _sub(features, "hyperv")
+        _sub(hyperv, "relaxed", state="on")
+        _sub(hyperv, "vapic", state="on")
+        _sub(hyperv, "spinlocks", state="on", retries="8191")
         _sub(hyperv, "vendor_id", state="on", value=spec.hv_vendor_id)
         notes["<vendor_id>"] = (
-            "Replaces the Hyper-V vendor string 'Microsoft Hv' the guest sees; old NVIDIA drivers check it."
+            "Replaces the Hyper-V vendor string 'Microsoft Hv' that Windows guests see with Hyper-V enlightenments "
+            "(relaxed, vapic, spinlocks, turned on with it); NVIDIA drivers before 465 check it."
         )
     if spec.hide_kvm:
         kvm = _sub(features, "kvm")

@@ -111,7 +111,10 @@ def generate(inventory: Inventory, spec: VmSpec, requirements: list[HostRequirem
         notes["hidden=1"] = "Hides KVM from the guest (QEMU's kvm=off); NVIDIA GeForce drivers before 465 need it."
     if spec.hv_vendor_id:
         cpu.append(f"hv-vendor-id={spec.hv_vendor_id}")
-        notes["hv-vendor-id="] = "The Hyper-V vendor string the guest sees instead of 'Microsoft Hv'."
+        notes["hv-vendor-id="] = (
+            "The Hyper-V vendor string the guest sees instead of 'Microsoft Hv'; Proxmox turns the Hyper-V "
+            "enlightenments that carry it on for Windows guests (ostype win10/win11)."
+        )
     lines.append("cpu: " + ",".join(cpu))
     if spec.machine == "q35":
         lines.append("machine: q35")

@@ -50,10 +50,11 @@ def arguments(spec: VmSpec) -> tuple[list[list[str]], dict[str, str]]:
             "they see a hypervisor; newer drivers do not need it."
         )
     if spec.hv_vendor_id:
-        cpu.append(f"hv_vendor_id={spec.hv_vendor_id}")
+        # The vendor string lives in the Hyper-V CPUID leaves, which exist only with enlightenments on.
+        cpu += ["hv_relaxed", "hv_vapic", "hv_spinlocks=0x1fff", f"hv_vendor_id={spec.hv_vendor_id}"]
         notes["hv_vendor_id"] = (
-            "Replaces the Hyper-V vendor string 'Microsoft Hv' the guest sees when Hyper-V enlightenments are on; "
-            "old NVIDIA drivers also check it."
+            "Replaces the Hyper-V vendor string 'Microsoft Hv' that Windows guests see with Hyper-V enlightenments "
+            "(hv_relaxed, hv_vapic, hv_spinlocks, turned on with it); NVIDIA drivers before 465 check it."
         )
     lines.append(["-cpu", ",".join(cpu)])
     lines.append(["-smp", str(spec.vcpus)])
