@@ -90,6 +90,13 @@ SESSION_COOKIE_HTTPONLY = True
 # real host, a captured tree for demos and bug reports.
 PASSTHROUGH_ROOT = envstr("PASSTHROUGH_ROOT", "/")
 PASSTHROUGH_HOSTNAME = envstr("PASSTHROUGH_HOSTNAME", "") or socket.gethostname()
+# "live": the worker writes the kernel's files under PASSTHROUGH_ROOT. "double": the kernel
+# double answers those writes on a tree (the demo, the tests); it refuses the live "/".
+PASSTHROUGH_KERNEL = envstr("PASSTHROUGH_KERNEL", "live")
+if PASSTHROUGH_KERNEL not in ("live", "double"):
+    raise ImproperlyConfigured(f"PASSTHROUGH_KERNEL={PASSTHROUGH_KERNEL!r}: use live or double.")
+# Watch the kernel's PCI events (pyudev) on the live host and refresh the snapshot after them.
+PASSTHROUGH_WATCH_UDEV = envbool("PASSTHROUGH_WATCH_UDEV", "true")
 
 INSTALLED_APPS = [
     "django.contrib.auth",
@@ -100,6 +107,8 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "webui.hosts",
+    "webui.jobs",
+    "webui.audit",
 ]
 
 MIDDLEWARE = [
@@ -137,6 +146,15 @@ DATABASES = {
         envstr("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"), conn_max_age=600, conn_health_checks=True
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web and worker write from different processes: WAL lets readers go on while one writes,
+    # BEGIN IMMEDIATE takes the write lock up front (the audit chain relies on it) and the
+    # timeout waits for it rather than failing with "database is locked".
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

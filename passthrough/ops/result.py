@@ -50,6 +50,7 @@ class OperationResult:
     error: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
     undo: dict[str, Any] | None = None  # how to undo an applied file change (persistence)
+    plan: dict[str, Any] | None = None  # a persistence plan (diff, fingerprint) shown before applying
 
     @property
     def ok(self) -> bool:

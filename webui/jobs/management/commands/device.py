@@ -1,0 +1,110 @@
+"""`manage.py device bind|restore|reset|sriov`: the privileged operations from a root shell.
+
+For recovery when the web app or Redis is down: the command acts directly on this host
+(no broker, no worker), through the same code a worker runs, and writes the same job row
+and audit records, with the shell user as the actor.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from passthrough.address import PciAddress
+from passthrough.errors import PassthroughError
+from webui.hosts.snapshots import this_host
+from webui.hosts.trees import worker_tree
+from webui.jobs.models import Action, GroupLock, Job, State
+from webui.jobs.runner import execute
+
+VERBS = {
+    "bind": Action.BIND_VFIO,
+    "restore": Action.RESTORE_DRIVER,
+    "reset": Action.RESET,
+    "sriov": Action.SET_SRIOV_VFS,
+}
+
+
+class Command(BaseCommand):
+    help = "Bind a device's IOMMU group to vfio-pci and back, reset it, or set its SR-IOV VFs, directly (run as root)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        verbs = parser.add_subparsers(dest="verb", required=True)
+        bind = verbs.add_parser("bind", help="bind every endpoint of ADDR's IOMMU group to vfio-pci")
+        bind.add_argument("address")
+        bind.add_argument("--confirm", help="the confirmation the error asks for when a member is host-critical")
+        bind.add_argument("--release-console", action="store_true", help="release the boot GPU from the console first")
+        restore = verbs.add_parser("restore", help="give ADDR's group back to its host drivers")
+        restore.add_argument("address")
+        reset = verbs.add_parser("reset", help="reset ADDR")
+        reset.add_argument("address")
+        reset.add_argument("--method", help="flr, af_flr, pm, bus, device_specific (default: the kernel's choice)")
+        sriov = verbs.add_parser("sriov", help="set the number of SR-IOV virtual functions of ADDR")
+        sriov.add_argument("address")
+        sriov.add_argument("count", type=int)
+        for sub in (bind, restore, reset, sriov):
+            sub.add_argument("--format", choices=["text", "json"], default="text")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        verb = options["verb"]
+        try:
+            address = str(PciAddress.parse(options["address"]))
+        except PassthroughError as error:
+            raise CommandError(str(error), returncode=2) from None
+        parameters: dict[str, Any] = {}
+        if verb == "bind":
+            parameters = {"confirm": options["confirm"], "release_console": options["release_console"]}
+        elif verb == "reset":
+            parameters = {"method": options["method"]}
+        elif verb == "sriov":
+            parameters = {"count": options["count"]}
+        if os.geteuid() != 0 and settings.PASSTHROUGH_KERNEL != "double":
+            self.stderr.write("Warning: not running as root; the kernel will refuse the writes (EACCES).")
+
+        host = this_host()
+        job = self._start(host, VERBS[verb], address, parameters)
+        job = execute(job, worker_tree(), source="shell")
+        if options["format"] == "json":
+            self.stdout.write(json.dumps({"job": job.summary(), "result": job.result}, indent=2))
+        else:
+            for step in job.steps:
+                mark = {True: "ok", False: "FAILED", None: "..."}[step.get("ok")]
+                self.stdout.write(
+                    f"  [{mark:>6}] {step['name']:<16} {step.get('target') or '':<14} {step.get('detail', '')}"
+                )
+            self.stdout.write(f"job {job.pk}: {job.state}: {job.message}")
+        if job.state != State.SUCCEEDED:
+            raise SystemExit(1)
+
+    def _start(self, host: Any, action: str, address: str, parameters: dict[str, Any]) -> Job:
+        snapshot = host.latest_snapshot()
+        function = snapshot.parsed.device(address) if snapshot else None
+        group = function.iommu_group if function else None
+        try:
+            with transaction.atomic():
+                job = Job.objects.create(
+                    host=host,
+                    actor=f"shell:{getpass.getuser()}",
+                    action=action,
+                    targets=[address],
+                    parameters=parameters,
+                    group=group,
+                    state=State.RUNNING,
+                    started=timezone.now(),
+                )
+                if group is not None:
+                    GroupLock.objects.create(host=host, group=group, job=job)
+        except IntegrityError:
+            raise CommandError(
+                f"IOMMU group {group} already has a job in progress; wait for it, or if its worker died, "
+                "start the worker once so it closes that job.",
+                returncode=1,
+            ) from None
+        return job

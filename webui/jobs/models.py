@@ -1,0 +1,106 @@
+"""Jobs: a row saved before the task is enqueued, updated by the root worker step by step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+
+
+class Action(models.TextChoices):
+    SCAN = "scan", "Scan the host"
+    BIND_VFIO = "bind_vfio", "Bind to vfio-pci"
+    RESTORE_DRIVER = "restore_driver", "Give back to the host driver"
+    RESET = "reset", "Reset the device"
+    SET_SRIOV_VFS = "set_sriov_vfs", "Set SR-IOV virtual functions"
+    PERSIST_BINDING = "persist_binding", "Bind to vfio-pci at every boot"
+    UNPERSIST_BINDING = "unpersist_binding", "Stop binding at boot"
+    SET_KERNEL_CMDLINE = "set_kernel_cmdline", "Edit the kernel command line"
+    REBUILD_INITRAMFS = "rebuild_initramfs", "Rebuild the initramfs"
+    PLAN_CHANGE = "plan_change", "Show the file changes"
+    UNDO_CHANGE = "undo_change", "Undo a file change"
+
+
+# The file changes a plan_change job can plan (each is also an action that applies it).
+PLANNABLE = ("persist_binding", "unpersist_binding", "set_kernel_cmdline", "rebuild_initramfs")
+
+
+# Actions that change the host; "scan" and "plan_change" only read it.
+PRIVILEGED_ACTIONS = frozenset(action.value for action in Action) - {Action.SCAN.value, Action.PLAN_CHANGE.value}
+
+
+class State(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    ROLLED_BACK = "rolled_back", "Rolled back"
+
+
+FINISHED_STATES = frozenset({State.SUCCEEDED, State.FAILED, State.ROLLED_BACK})
+
+
+class Job(models.Model):
+    host = models.ForeignKey("hosts.Host", on_delete=models.PROTECT, related_name="jobs")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor = models.CharField(max_length=150)
+    action = models.CharField(max_length=40, choices=Action.choices)
+    targets = models.JSONField(default=list)
+    parameters = models.JSONField(default=dict)
+    state = models.CharField(max_length=20, choices=State.choices, default=State.QUEUED, db_index=True)
+    steps = models.JSONField(default=list)
+    result = models.JSONField(null=True, blank=True)
+    message = models.TextField(blank=True, default="")  # what the user reads when it ends
+    group = models.IntegerField(null=True, blank=True)  # the IOMMU group it locks, if any
+    created = models.DateTimeField(auto_now_add=True, db_index=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+    snapshot = models.ForeignKey("hosts.Snapshot", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["-created"]
+        permissions = [("run_jobs", "Can run privileged jobs on hosts")]
+
+    def __str__(self) -> str:
+        return f"Job {self.pk}: {self.get_action_display()} {', '.join(self.targets)} on {self.host}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in FINISHED_STATES
+
+    @property
+    def task_id(self) -> str:
+        return f"job-{self.pk}"
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.pk,
+            "host": self.host.name,
+            "action": self.action,
+            "targets": self.targets,
+            "state": self.state,
+            "message": self.message,
+            "steps": self.steps,
+        }
+
+
+class GroupLock(models.Model):
+    """One job at a time per IOMMU group on a host.
+
+    A row, not a lock in memory: it outlives a worker crash, and the reconciler that closes
+    the crashed job releases it.
+    """
+
+    host = models.ForeignKey("hosts.Host", on_delete=models.CASCADE)
+    group = models.IntegerField()
+    job = models.OneToOneField(Job, on_delete=models.CASCADE, related_name="lock")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["host", "group"], name="one_job_per_group")]
+
+    def __str__(self) -> str:
+        return f"group {self.group} on {self.host} held by job {self.job_id}"

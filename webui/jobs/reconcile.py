@@ -1,0 +1,197 @@
+"""Closing jobs a worker left running: after a crash, a kill, a reboot or a hard time limit.
+
+When a host's worker starts, no job of that host can be running, so every job still marked
+``running`` was interrupted. Each is put back: the functions of its group return to the
+drivers the last snapshot before the job recorded (a half-done bind leaves a function on
+no driver at all), a half-done VF change returns to the count it had. Then the job is
+closed, its lock released, the audit told, and a fresh snapshot stored. Queued jobs are
+sent again: the broker may have lost them, and a duplicate message is ignored by the job's
+own state check.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from django.db import transaction
+from django.utils import timezone
+
+from passthrough.errors import PassthroughError
+from passthrough.host import HostTree
+from passthrough.inventory import Inventory
+from passthrough.ops import ROLLED_BACK, OperationResult, Step
+from passthrough.ops.result import Recorder
+from passthrough.ops.sysfs import functions_state, put_back
+from webui.audit.models import record
+from webui.hosts.models import Host, Snapshot
+from webui.hosts.snapshots import take_snapshot
+from webui.jobs.models import Action, GroupLock, Job, State
+
+logger = logging.getLogger(__name__)
+
+
+def _before(job: Job) -> Inventory | None:
+    started = job.started or job.created
+    snapshot = Snapshot.objects.filter(host=job.host, created__lte=started).order_by("-created", "-id").first()
+    return snapshot.parsed if snapshot else None
+
+
+def _put_back_group(tree: HostTree, job: Job, inventory: Inventory, recorder: Recorder) -> list[str]:
+    group = inventory.group_of(job.targets[0]) if job.targets else None
+    addresses = group.endpoints if group else list(job.targets)
+    recorder.result.targets = addresses
+    wanted = {}
+    for address in addresses:
+        function = inventory.device(address)
+        if function is not None:
+            wanted[address] = {"driver": function.driver, "driver_override": function.driver_override}
+    recorder.result.state_before = {"functions": wanted}
+    for address, before in wanted.items():
+        put_back(tree, recorder, address, before)
+    now = functions_state(tree, list(wanted))
+    recorder.result.state_after = {
+        "functions": {
+            address: {key: state[key] for key in ("driver", "driver_override")} for address, state in now.items()
+        }
+    }
+    return [address for address in wanted if recorder.result.state_after["functions"][address] != wanted[address]]
+
+
+def _put_back_vfs(tree: HostTree, job: Job, inventory: Inventory, recorder: Recorder) -> list[str]:
+    from passthrough.ops import set_sriov_vfs
+
+    function = inventory.device(job.targets[0]) if job.targets else None
+    if function is None or function.sriov_numvfs is None:
+        return []
+    recorder.result.state_before = {"sriov_numvfs": function.sriov_numvfs}
+    undo = set_sriov_vfs(tree, function.address, function.sriov_numvfs, progress=recorder.progress)
+    recorder.result.state_after = undo.state_after
+    return [] if undo.ok else [function.address]
+
+
+def _put_back_reset_method(tree: HostTree, job: Job, inventory: Inventory, recorder: Recorder) -> list[str]:
+    """A reset stopped after choosing its method leaves reset_method on that one method."""
+    function = inventory.device(job.targets[0]) if job.targets else None
+    if function is None or function.reset_methods is None:
+        return []
+    wanted = " ".join(function.reset_methods)
+    path = f"sys/bus/pci/devices/{function.address}/reset_method"
+    recorder.result.state_before = {"reset_method": wanted}
+    if (tree.read(path) or "") != wanted:
+        with recorder.step("rollback", function.address, f"reset_method back to {wanted or '(none)'}"):
+            tree.write(path, wanted or "default")
+    now = tree.read(path) or ""
+    recorder.result.state_after = {"reset_method": now}
+    return [] if now == wanted else [function.address]
+
+
+def close_interrupted(job: Job, tree: HostTree) -> Job:
+    steps = list(job.steps)
+    last = next((step["name"] for step in reversed(steps) if step.get("ok") is not False), "start")
+    result = OperationResult(job.action, targets=list(job.targets), parameters=dict(job.parameters))
+
+    def progress(step: Step) -> None:
+        entry = step.to_json()
+        if steps and steps[-1].get("started") == entry["started"] and steps[-1].get("name") == entry["name"]:
+            steps[-1] = entry
+        else:
+            steps.append(entry)
+
+    recorder = Recorder(result, progress)
+    inventory = _before(job)
+    left: list[str] = []
+    try:
+        with recorder.step("reconcile", job.host.name, f"the worker stopped during '{last}'; putting the host back"):
+            if inventory is None:
+                left = list(job.targets)
+            elif job.action in (Action.BIND_VFIO, Action.RESTORE_DRIVER):
+                left = _put_back_group(tree, job, inventory, recorder)
+            elif job.action == Action.SET_SRIOV_VFS:
+                left = _put_back_vfs(tree, job, inventory, recorder)
+            elif job.action == Action.RESET:
+                left = _put_back_reset_method(tree, job, inventory, recorder)
+    except (PassthroughError, OSError) as error:
+        left = left or list(job.targets)
+        logger.warning("reconciling job %s: %s", job.pk, error)
+
+    if (
+        job.action in (Action.BIND_VFIO, Action.RESTORE_DRIVER, Action.SET_SRIOV_VFS, Action.RESET)
+        and not left
+        and inventory
+    ):
+        state, outcome = State.ROLLED_BACK, ROLLED_BACK
+        message = (
+            f"The worker stopped during '{last}' (killed, crashed or the host rebooted). "
+            f"Every function was put back as it was before the job: {', '.join(result.targets)}."
+        )
+    elif job.action in (Action.SCAN, Action.PLAN_CHANGE):
+        state, outcome = State.FAILED, "failed"
+        message = (
+            f"The worker stopped during '{last}'. Nothing needs putting back for a {job.action} job; run it again."
+        )
+    else:
+        state, outcome = State.FAILED, "failed"
+        message = (
+            f"The worker stopped during '{last}' and the host could not be put back entirely"
+            + (f" ({', '.join(left)} differ from before)" if left else "")
+            + ". Check the device page; the job's steps show how far it went."
+        )
+    result.outcome = outcome
+    result.steps = []  # already in `steps`
+
+    step = Step(name="snapshot", target=job.host.name, started=time.time())
+    try:
+        snapshot = take_snapshot(job.host, tree, Snapshot.Source.JOB, reason=f"after reconciling job {job.pk}")
+        step.ok, step.detail = True, "host read back"
+    except Exception as error:  # the closing matters more than the picture
+        snapshot, step.ok, step.detail = None, False, f"Could not read the host back: {error}"
+    step.finished = time.time()
+    steps.append(step.to_json())
+
+    with transaction.atomic():
+        Job.objects.filter(pk=job.pk).update(
+            state=state,
+            finished=timezone.now(),
+            message=message,
+            steps=steps,
+            result=result.to_json(),
+            snapshot=snapshot,
+        )
+        GroupLock.objects.filter(job_id=job.pk).delete()
+    record(
+        actor="worker",
+        source="worker",
+        host=job.host.name,
+        action=job.action,
+        targets=result.targets,
+        parameters={**job.parameters, "reconciled": True},
+        state_before=result.state_before or None,
+        state_after=result.state_after or None,
+        result=outcome,
+        error=message,
+        job_id=job.pk,
+    )
+    job.refresh_from_db()
+    return job
+
+
+def reconcile(host: Host, tree: HostTree) -> list[Job]:
+    """Close every job of ``host`` left running. Call only when no job of this host can be running."""
+    closed = [close_interrupted(job, tree) for job in Job.objects.filter(host=host, state=State.RUNNING).order_by("id")]
+    if closed:
+        logger.warning("closed %d interrupted job(s) on %s", len(closed), host.name)
+    return closed
+
+
+def resend_queued(host: Host) -> int:
+    from webui.jobs.service import BrokerUnavailable, send
+
+    count = 0
+    for job in Job.objects.filter(host=host, state=State.QUEUED).select_related("host"):
+        try:
+            send(job)
+            count += 1
+        except BrokerUnavailable:
+            logger.warning("could not resend queued job %s", job.pk)
+    return count

@@ -1,0 +1,136 @@
+"""Submitting jobs: save the row, take the group lock, audit the request, then enqueue.
+
+The web process never acts on hardware. It checks what it can against the host's latest
+snapshot (so a user hears "this group is not viable" at once), saves a queued Job, and
+sends a task carrying only JSON primitives to that host's own queue. The root worker
+validates everything again against the live sysfs before it writes anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
+
+from passthrough.address import PciAddress
+from passthrough.errors import PassthroughError
+from webui.audit.models import record
+from webui.hosts.models import Host
+from webui.jobs.models import Action, GroupLock, Job, State
+
+logger = logging.getLogger(__name__)
+
+
+class JobRefused(PassthroughError):
+    code = "job_refused"
+
+
+class BrokerUnavailable(PassthroughError):
+    code = "broker_unavailable"
+
+
+def _group_for(host: Host, targets: list[str]) -> int | None:
+    """The IOMMU group the job locks, from the latest snapshot (the worker re-checks)."""
+    snapshot = host.latest_snapshot()
+    if snapshot is None or not targets:
+        return None
+    function = snapshot.parsed.device(targets[0])
+    return None if function is None else function.iommu_group
+
+
+def submit(
+    *,
+    host: Host,
+    action: str,
+    targets: list[str],
+    parameters: dict[str, Any] | None = None,
+    user: Any = None,
+    actor: str | None = None,
+) -> Job:
+    """Save a queued job and send it to ``host``'s worker. Raises JobRefused or BrokerUnavailable."""
+    if action not in Action.values:
+        raise JobRefused(f"{action!r} is not a job this app runs.")
+    clean_targets = [str(PciAddress.parse(target)) for target in targets]
+    parameters = dict(parameters or {})
+    actor = actor or getattr(user, "username", None) or "anonymous"
+    group = _group_for(host, clean_targets) if action != Action.SCAN else None
+
+    try:
+        with transaction.atomic():
+            job = Job.objects.create(
+                host=host,
+                user=user if getattr(user, "pk", None) else None,
+                actor=actor,
+                action=action,
+                targets=clean_targets,
+                parameters=parameters,
+                group=group,
+            )
+            if group is not None:
+                GroupLock.objects.create(host=host, group=group, job=job)
+    except IntegrityError:
+        running = GroupLock.objects.filter(host=host, group=group).select_related("job").first()
+        detail = f" (job {running.job.pk}, {running.job.get_action_display().lower()})" if running else ""
+        raise JobRefused(
+            f"IOMMU group {group} on {host.name} already has a job in progress{detail}.",
+            hint="Wait for it to finish; its page shows its progress.",
+        ) from None
+
+    record(
+        actor=actor,
+        user=user,
+        source="web" if user is not None else "api",
+        host=host.name,
+        action=action,
+        targets=clean_targets,
+        parameters=parameters,
+        result="requested",
+        job_id=job.pk,
+    )
+    try:
+        send(job)
+    except BrokerUnavailable as error:
+        close_unsent(job, error)
+        raise
+    return job
+
+
+def send(job: Job) -> None:
+    from webui.jobs import tasks
+
+    task = tasks.TASKS[job.action]
+    kwargs = tasks.task_arguments(job)
+    try:
+        task.apply_async(
+            kwargs=kwargs,
+            queue=job.host.queue,
+            task_id=job.task_id,
+            retry=False,  # a dead broker must fail this request now, not in minutes
+        )
+    except (KombuOperationalError, OSError) as error:
+        raise BrokerUnavailable(
+            f"The job queue (Redis) cannot be reached: {error}.",
+            hint="Start Redis or check REDIS_URL; for recovery on the host itself use `manage.py device ...` as root.",
+        ) from error
+
+
+def close_unsent(job: Job, error: PassthroughError) -> None:
+    with transaction.atomic():
+        Job.objects.filter(pk=job.pk).update(state=State.FAILED, finished=timezone.now(), message=str(error))
+        GroupLock.objects.filter(job=job).delete()
+    record(
+        actor=job.actor,
+        user=job.user,
+        source="web",
+        host=job.host.name,
+        action=job.action,
+        targets=job.targets,
+        parameters=job.parameters,
+        result="failed",
+        error=str(error),
+        job_id=job.pk,
+    )
+    logger.warning("job %s not sent: %s", job.pk, error)

@@ -1,0 +1,133 @@
+"""What a host's worker does besides running tasks.
+
+On start: register its host, close jobs a previous run left running, send queued jobs
+again, and store a first snapshot. While it runs: watch the kernel's PCI events (add,
+remove, bind, unbind) with pyudev and store a fresh snapshot after each burst of them, so a
+change made by hand shows in the UI; and say it is alive every half minute.
+
+Only a worker that consumes its host's queue does this; the web process imports this module
+too (Django loads the app) but its signals never fire there.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from celery.signals import task_failure, worker_ready, worker_shutdown
+from django.conf import settings
+from django.db import close_old_connections, connection
+from django.utils import timezone
+
+logger = logging.getLogger(__name__)
+
+DEBOUNCE_SECONDS = 1.0
+HEARTBEAT_SECONDS = 30.0
+PCI_ACTIONS = frozenset({"add", "remove", "bind", "unbind", "change"})
+
+_stop = threading.Event()
+
+
+def _consumes_own_queue(sender: Any) -> bool:
+    queue = f"host.{settings.PASSTHROUGH_HOSTNAME}"
+    try:
+        names = {q.name for q in sender.app.amqp.queues.consume_from.values()}
+    except AttributeError:
+        return False
+    return queue in names
+
+
+@worker_ready.connect
+def on_worker_ready(sender: Any = None, **kwargs: Any) -> None:
+    if sender is None or not _consumes_own_queue(sender):
+        return
+    start_host_duties()
+
+
+def start_host_duties() -> None:
+    from webui.hosts.models import Snapshot
+    from webui.hosts.snapshots import take_snapshot, this_host
+    from webui.hosts.trees import worker_tree
+    from webui.jobs.reconcile import reconcile, resend_queued
+
+    _stop.clear()
+    host = this_host()
+    tree = worker_tree()
+    reconcile(host, tree)
+    take_snapshot(host, tree, Snapshot.Source.STARTUP, reason="worker started")
+    resent = resend_queued(host)
+    if resent:
+        logger.info("sent %d queued job(s) again", resent)
+    close_old_connections()
+    threading.Thread(target=_heartbeat, name="heartbeat", daemon=True).start()
+    if tree.is_live and settings.PASSTHROUGH_WATCH_UDEV:
+        threading.Thread(target=watch_pci_events, name="udev", daemon=True).start()
+
+
+@worker_shutdown.connect
+def on_worker_shutdown(**kwargs: Any) -> None:
+    _stop.set()
+
+
+@task_failure.connect
+def on_task_failure(sender: Any = None, exception: BaseException | None = None, **kwargs: Any) -> None:
+    """A child process killed by the hard time limit or by the OOM killer leaves its job running."""
+    from billiard.exceptions import TimeLimitExceeded, WorkerLostError
+
+    if not isinstance(exception, (WorkerLostError, TimeLimitExceeded)):
+        return
+    from webui.hosts.snapshots import this_host
+    from webui.hosts.trees import worker_tree
+    from webui.jobs.reconcile import reconcile
+
+    logger.warning("a job's process was lost (%s); reconciling", type(exception).__name__)
+    reconcile(this_host(), worker_tree())
+
+
+def _heartbeat() -> None:
+    from webui.hosts.models import Host
+
+    while not _stop.wait(HEARTBEAT_SECONDS):
+        try:
+            Host.objects.filter(name=settings.PASSTHROUGH_HOSTNAME).update(last_seen=timezone.now())
+        except Exception:  # the database may be restarting; the next beat tries again
+            logger.warning("heartbeat failed", exc_info=True)
+        finally:
+            connection.close()
+
+
+def watch_pci_events(stop: threading.Event | None = None, on_burst: Any = None) -> None:
+    """Snapshot the host after each burst of PCI uevents. Runs until ``stop`` is set."""
+    import pyudev
+
+    stop = stop or _stop
+    context = pyudev.Context()
+    monitor = pyudev.Monitor.from_netlink(context, source="kernel")
+    monitor.filter_by("pci")
+    monitor.start()
+    pending: list[str] = []
+    deadline = None
+    while not stop.is_set():
+        device = monitor.poll(timeout=0.25)
+        if device is not None and device.action in PCI_ACTIONS:
+            pending.append(f"{device.action} {device.sys_name}")
+            deadline = time.monotonic() + DEBOUNCE_SECONDS
+        if pending and deadline is not None and time.monotonic() >= deadline:
+            events, pending, deadline = pending, [], None
+            try:
+                (on_burst or _snapshot_after_events)(events)
+            except Exception:
+                logger.warning("snapshot after PCI events failed", exc_info=True)
+            finally:
+                connection.close()
+
+
+def _snapshot_after_events(events: list[str]) -> None:
+    from webui.hosts.models import Snapshot
+    from webui.hosts.snapshots import take_snapshot, this_host
+    from webui.hosts.trees import worker_tree
+
+    reason = ", ".join(events[:4]) + (f" and {len(events) - 4} more" if len(events) > 4 else "")
+    take_snapshot(this_host(), worker_tree(), Snapshot.Source.UDEV, reason=reason)
