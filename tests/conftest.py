@@ -9,6 +9,9 @@ import pytest
 
 from passthrough.treebuilder import HostSpec, write_tree
 
+# start_worker: a real Celery worker process on a test tree (tests/worker_support.py).
+pytest_plugins = ["tests.worker_support"]
+
 
 @pytest.fixture
 def make_tree(tmp_path: Path) -> Callable[[HostSpec], Path]:

@@ -1,0 +1,71 @@
+"""A job from request to a changed tree, through the real Redis and a real worker process."""
+
+from __future__ import annotations
+
+import pytest
+
+from passthrough.inventory import scan
+from passthrough.treebuilder import FunctionSpec, HostSpec, write_tree
+from tests.worker_support import requires_redis, wait_for_job
+from webui.audit.models import AuditEvent, verify_chain
+from webui.hosts.models import Host
+from webui.jobs.models import GroupLock, State
+from webui.jobs.service import submit
+
+pytestmark = [requires_redis, pytest.mark.worker]
+
+
+def gpu_host() -> HostSpec:
+    return HostSpec(
+        functions=[
+            FunctionSpec("0000:00:01.0", "8086", "1901", "060400", driver="pcieport", iommu_group=2),
+            FunctionSpec("0000:01:00.0", "10de", "1d01", "030000", "a1", driver="nouveau", iommu_group=2, parent="0000:00:01.0", boot_vga=False, reset_methods=["flr", "bus"]),
+            FunctionSpec("0000:01:00.1", "10de", "0fb8", "040300", "a1", driver="snd_hda_intel", iommu_group=2, parent="0000:00:01.0"),
+        ],
+        modules=("kvm_intel", "kvm", "vfio", "vfio_pci", "vfio_iommu_type1"),
+    )  # fmt: skip
+
+
+def test_a_bind_job_runs_on_the_worker_and_the_snapshot_shows_vfio(start_worker, tmp_path):
+    root = write_tree(gpu_host(), tmp_path / "host")
+    start_worker(root, "gpuhost")
+    host = Host.objects.get(name="gpuhost")
+    job = wait_for_job(
+        submit(
+            host=host,
+            action="bind_vfio",
+            targets=["0000:01:00.0"],
+            parameters={"release_console": False},
+            actor="alice",
+        )
+    )
+    assert job.state == State.SUCCEEDED, job.message
+    assert [step["name"] for step in job.steps][:2] == ["validate", "snapshot"]
+    assert job.steps[-1]["name"] == "snapshot" and job.steps[-1]["ok"]
+    assert scan(root).device("0000:01:00.1").driver == "vfio-pci"
+    assert job.snapshot.parsed.device("0000:01:00.0").driver == "vfio-pci"
+    assert not GroupLock.objects.exists()
+    events = list(AuditEvent.objects.values_list("actor", "action", "result"))
+    assert events == [("alice", "bind_vfio", "requested"), ("alice", "bind_vfio", "succeeded")]
+    assert verify_chain().ok
+
+
+def test_a_forged_message_for_no_job_changes_nothing_and_is_audited(start_worker, tmp_path):
+    from webui.jobs.tasks import TASKS
+
+    root = write_tree(gpu_host(), tmp_path / "host")
+    start_worker(root, "gpuhost")
+    TASKS["bind_vfio"].apply_async(
+        kwargs={"job_id": 999, "address": "0000:01:00.0", "confirm": None, "release_console": False},
+        queue="host.gpuhost",
+    )
+    TASKS["bind_vfio"].apply_async(kwargs={"job_id": 1, "address": "0000:01:00.0", "extra": 1}, queue="host.gpuhost")
+    import time
+
+    deadline = time.time() + 20
+    while AuditEvent.objects.filter(result="refused").count() < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    refused = list(AuditEvent.objects.filter(result="refused").values_list("error", flat=True))
+    assert any("does not exist" in error for error in refused)
+    assert any("unexpected argument(s) extra" in error for error in refused)
+    assert scan(root).device("0000:01:00.0").driver == "nouveau"
