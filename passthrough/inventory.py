@@ -9,7 +9,7 @@ a capture without ``iommu_group`` links) is ``None``, never guessed.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from passthrough import pciids
@@ -106,8 +106,13 @@ class PciFunction:
         return f"device {self.vendor_id}:{self.device_id}"
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        # Shallow, field by field: dataclasses.asdict deep-copies every value, which costs
+        # more than the scan itself on a 1,000-function host.
+        data = {name: getattr(self, name) for name in _FUNCTION_FIELDS}
         data["class"] = data.pop("class_code")
+        data["reset_methods"] = None if self.reset_methods is None else list(self.reset_methods)
+        data["virtfns"] = list(self.virtfns)
+        data["bridges"] = list(self.bridges)
         data["is_bridge"] = self.is_bridge
         data["kind"] = self.kind
         return data
@@ -136,7 +141,10 @@ class IommuGroup:
         return self.endpoints + self.companions
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        data: dict[str, Any] = {name: getattr(self, name) for name in _GROUP_FIELDS}
+        for name, value in data.items():
+            if isinstance(value, list):
+                data[name] = list(value)
         data["move_together"] = self.move_together
         return data
 
@@ -144,6 +152,10 @@ class IommuGroup:
     def from_json(cls, data: dict[str, Any]) -> IommuGroup:
         names = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in names})
+
+
+_FUNCTION_FIELDS = tuple(f.name for f in fields(PciFunction))
+_GROUP_FIELDS = tuple(f.name for f in fields(IommuGroup))
 
 
 @dataclass
