@@ -6,7 +6,7 @@ import pytest
 
 from passthrough.inventory import scan
 from passthrough.treebuilder import FunctionSpec, HostSpec, write_tree
-from tests.worker_support import requires_redis, wait_for_job
+from tests.worker_support import point_broker, requires_redis, wait_for_job
 from webui.audit.models import AuditEvent, verify_chain
 from webui.hosts.models import Host
 from webui.jobs.models import GroupLock, State
@@ -69,3 +69,67 @@ def test_a_forged_message_for_no_job_changes_nothing_and_is_audited(start_worker
     assert any("does not exist" in error for error in refused)
     assert any("unexpected argument(s) extra" in error for error in refused)
     assert scan(root).device("0000:01:00.0").driver == "nouveau"
+
+
+def test_a_bind_that_fails_on_the_second_function_rolls_both_back(start_worker, tmp_path):
+    from passthrough.kerneldouble import KernelDouble
+    from passthrough.kerneldouble.faults import probe_fails
+
+    root = write_tree(gpu_host(), tmp_path / "host")
+    KernelDouble(root, faults=[probe_fails("0000:01:00.1", driver="vfio-pci")])
+    start_worker(root, "gpuhost")
+    host = Host.objects.get(name="gpuhost")
+    job = wait_for_job(
+        submit(
+            host=host, action="bind_vfio", targets=["0000:01:00.0"], parameters={"release_console": False}, actor="bob"
+        )
+    )
+    assert job.state == State.ROLLED_BACK, job.message
+    inventory = scan(root)
+    assert inventory.device("0000:01:00.0").driver == "nouveau"
+    assert inventory.device("0000:01:00.1").driver == "snd_hda_intel"
+    assert inventory.device("0000:01:00.0").driver_override is None
+    assert "every change was undone" in job.message
+    final = AuditEvent.objects.filter(job_id=job.pk).exclude(result="requested").get()
+    assert final.result == "rolled_back"
+    assert "0000:01:00.1" in final.error
+    assert final.state_before == final.state_after
+    assert job.snapshot.parsed.device("0000:01:00.0").driver == "nouveau"
+
+
+def test_one_job_at_a_time_per_group(start_worker, tmp_path):
+    from passthrough.kerneldouble import KernelDouble
+    from passthrough.kerneldouble.faults import hang
+    from webui.jobs.service import JobRefused
+
+    root = write_tree(gpu_host(), tmp_path / "host")
+    KernelDouble(root, faults=[hang("sys/bus/pci/drivers_probe", 2.0, times=1)])
+    start_worker(root, "gpuhost")
+    host = Host.objects.get(name="gpuhost")
+    first = submit(
+        host=host, action="bind_vfio", targets=["0000:01:00.0"], parameters={"release_console": False}, actor="a"
+    )
+    with pytest.raises(JobRefused, match="already has a job in progress"):
+        submit(host=host, action="restore_driver", targets=["0000:01:00.1"], parameters={}, actor="b")
+    assert wait_for_job(first).state == State.SUCCEEDED
+    second = wait_for_job(
+        submit(host=host, action="restore_driver", targets=["0000:01:00.1"], parameters={}, actor="b")
+    )
+    assert second.state == State.SUCCEEDED, second.message
+    assert scan(root).device("0000:01:00.0").driver == "nouveau"
+
+
+def test_a_dead_broker_fails_the_request_clearly_and_changes_nothing(transactional_db, tmp_path):
+    from webui.jobs.models import Job
+    from webui.jobs.service import BrokerUnavailable
+
+    host = Host.objects.create(name="lonely")
+    saved = point_broker("redis://127.0.0.1:1/0")  # nothing listens on port 1
+    try:
+        with pytest.raises(BrokerUnavailable, match="cannot be reached"):
+            submit(host=host, action="scan", targets=[], actor="carol")
+    finally:
+        point_broker(saved)
+    job = Job.objects.get()
+    assert job.state == State.FAILED and "cannot be reached" in job.message
+    assert list(AuditEvent.objects.values_list("result", flat=True)) == ["requested", "failed"]

@@ -114,15 +114,23 @@ class LiveWorker:
                 self.kill()
 
 
-def use_test_broker() -> None:
-    """Send this process's tasks to the test Redis database, never to the one the app uses."""
+def point_broker(url: str) -> str:
+    """Send this process's tasks to ``url`` from now on; returns the previous URL."""
     from webui.celery import app
 
-    if app.conf.broker_url != redis_url():
-        app.conf.broker_url = redis_url()
+    previous = app.conf.broker_url
+    if previous != url:
+        app.conf.broker_url = url
         # Drop connections made with the old URL, as Celery itself does after a fork.
         app._pool = None
-        app.__dict__.get("amqp") and setattr(app.amqp, "_producer_pool", None)
+        if "amqp" in app.__dict__:
+            app.amqp._producer_pool = None
+    return previous
+
+
+def use_test_broker() -> None:
+    """Send this process's tasks to the test Redis database, never to the one the app uses."""
+    point_broker(redis_url())
 
 
 def flush_test_redis() -> None:

@@ -98,10 +98,29 @@ def submit(
     return job
 
 
+def _check_broker(url: str) -> None:
+    """Fail in milliseconds when Redis is down: kombu's own connect retries take seconds."""
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        return
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2, retry=None)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        raise BrokerUnavailable(
+            f"The job queue (Redis) cannot be reached: {error}",
+            hint="Start Redis or check REDIS_URL; for recovery on the host itself use `manage.py device ...` as root.",
+        ) from error
+    finally:
+        client.close()
+
+
 def send(job: Job) -> None:
     from webui.jobs import tasks
 
     task = tasks.TASKS[job.action]
+    _check_broker(task.app.conf.broker_url)
     kwargs = tasks.task_arguments(job)
     try:
         task.apply_async(
