@@ -1,4 +1,4 @@
-"""The hardware commands behind ``manage.py inventory | readiness | capture``.
+"""The hardware commands behind ``manage.py inventory | readiness | capture | vmconfig``.
 
 They only read a host tree, so ``manage.py`` runs them through :func:`main` without
 starting Django (whose start-up costs more than a whole scan); the Django management
@@ -248,6 +248,80 @@ def run_capture(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+# vmconfig ----------------------------------------------------------------------------
+TARGET_NAMES = ("qemu", "libvirt", "proxmox", "vmware", "hyperv")  # passthrough.configgen.TARGETS, kept light here
+
+
+def add_vmconfig_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_root(parser)
+    parser.add_argument(
+        "--device",
+        dest="devices",
+        metavar="ADDR",
+        action="append",
+        required=True,
+        help="a function to pass (repeat); the rest of its IOMMU group and card is added",
+    )
+    parser.add_argument("--target", choices=TARGET_NAMES, required=True)
+    parser.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="text: the configuration alone, ready to redirect into a file; json: with notes and host checks",
+    )
+    parser.add_argument("--name", default="passthrough-vm")
+    parser.add_argument("--firmware", choices=("ovmf", "seabios"), default="ovmf")
+    parser.add_argument("--machine", choices=("q35", "i440fx"), default="q35")
+    parser.add_argument("--primary-gpu", action="store_true", help="the passed GPU is the VM's only display (x-vga)")
+    parser.add_argument("--rom-file", metavar="PATH", help="a VBIOS file for the GPU (an absolute path on the host)")
+    parser.add_argument(
+        "--no-rombar", dest="rombar", action="store_false", help="hide the device's option ROM from the VM"
+    )
+    parser.add_argument("--memory", dest="memory_mib", type=int, default=8192, metavar="MIB")
+    parser.add_argument("--vcpus", type=int, default=4)
+    parser.add_argument("--hugepages", action="store_true")
+    parser.add_argument("--hide-kvm", action="store_true", help="hide the hypervisor from old NVIDIA drivers (kvm=off)")
+    parser.add_argument("--hv-vendor-id", metavar="TEXT", help="Hyper-V vendor id the guest sees (old NVIDIA drivers)")
+    parser.add_argument("--proxmox-mapping", metavar="NAME", help="a Proxmox cluster resource mapping to use instead of addresses")  # fmt: skip
+
+
+def run_vmconfig(args: argparse.Namespace, out: TextIO) -> int:
+    from passthrough.configgen import build_spec, generate
+    from passthrough.inventory import scan
+
+    tree = _open_tree(args.root)
+    inventory = scan(tree)
+    spec = build_spec(
+        inventory,
+        args.devices,
+        tree=tree,
+        name=args.name,
+        firmware=args.firmware,
+        machine=args.machine,
+        primary_gpu=args.primary_gpu,
+        rom_file=args.rom_file,
+        rombar=args.rombar,
+        memory_mib=args.memory_mib,
+        vcpus=args.vcpus,
+        hugepages=args.hugepages,
+        hide_kvm=args.hide_kvm,
+        hv_vendor_id=args.hv_vendor_id,
+        proxmox_mapping=args.proxmox_mapping,
+    )
+    config = generate(inventory, spec, args.target)
+    if args.format == "json":
+        write_json(out, {**config.to_json(), "devices": [device.address for device in spec.devices]})
+        return EXIT_OK
+    out.write(config.text if config.text.endswith("\n") else config.text + "\n")
+    added = [device for device in spec.devices if device.added_because]
+    for device in added:
+        print(f"added {device.address}: {device.added_because}", file=sys.stderr)
+    missing = [requirement for requirement in config.host_requirements if requirement.met is False]
+    for requirement in missing:
+        print(f"host not ready: {requirement.text}", file=sys.stderr)
+    return EXIT_OK
+
+
 SUBCOMMANDS: dict[str, Subcommand] = {
     command.name: command
     for command in (
@@ -269,6 +343,13 @@ SUBCOMMANDS: dict[str, Subcommand] = {
             "Record this host's PCI, IOMMU and boot facts into DEST, which every command reads back with --root DEST.",
             add_capture_arguments,
             run_capture,
+        ),
+        Subcommand(
+            "vmconfig",
+            "Generate the VM configuration that passes the given devices (and what must move with them) "
+            "for QEMU, libvirt, Proxmox VE, VMware ESXi or Hyper-V.",
+            add_vmconfig_arguments,
+            run_vmconfig,
         ),
     )
 }

@@ -1,0 +1,5 @@
+from webui.hosts.management.hardware import HardwareCommand
+
+
+class Command(HardwareCommand):
+    name = "vmconfig"
