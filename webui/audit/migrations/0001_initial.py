@@ -6,7 +6,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -15,36 +14,64 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='AuditHead',
+            name="AuditHead",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('count', models.BigIntegerField(default=0)),
-                ('last_hash', models.CharField(default='0000000000000000000000000000000000000000000000000000000000000000', max_length=64)),
-                ('updated', models.DateTimeField(auto_now=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("count", models.BigIntegerField(default=0)),
+                (
+                    "last_hash",
+                    models.CharField(
+                        default="0000000000000000000000000000000000000000000000000000000000000000", max_length=64
+                    ),
+                ),
+                ("updated", models.DateTimeField(auto_now=True)),
             ],
         ),
         migrations.CreateModel(
-            name='AuditEvent',
+            name="AuditEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created', models.DateTimeField(db_index=True)),
-                ('actor', models.CharField(db_index=True, max_length=150)),
-                ('source', models.CharField(max_length=20)),
-                ('host', models.CharField(db_index=True, max_length=253)),
-                ('action', models.CharField(db_index=True, max_length=40)),
-                ('targets', models.JSONField(default=list)),
-                ('parameters', models.JSONField(default=dict)),
-                ('state_before', models.JSONField(blank=True, null=True)),
-                ('state_after', models.JSONField(blank=True, null=True)),
-                ('result', models.CharField(choices=[('requested', 'requested'), ('succeeded', 'succeeded'), ('unchanged', 'unchanged'), ('failed', 'failed'), ('rolled_back', 'rolled back'), ('refused', 'refused')], db_index=True, max_length=20)),
-                ('error', models.TextField(blank=True, default='')),
-                ('job_id', models.BigIntegerField(blank=True, db_index=True, null=True)),
-                ('prev_hash', models.CharField(max_length=64, unique=True)),
-                ('hash', models.CharField(max_length=64, unique=True)),
-                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("created", models.DateTimeField(db_index=True)),
+                ("actor", models.CharField(db_index=True, max_length=150)),
+                ("source", models.CharField(max_length=20)),
+                ("host", models.CharField(db_index=True, max_length=253)),
+                ("action", models.CharField(db_index=True, max_length=40)),
+                ("targets", models.JSONField(default=list)),
+                ("parameters", models.JSONField(default=dict)),
+                ("state_before", models.JSONField(blank=True, null=True)),
+                ("state_after", models.JSONField(blank=True, null=True)),
+                (
+                    "result",
+                    models.CharField(
+                        choices=[
+                            ("requested", "requested"),
+                            ("succeeded", "succeeded"),
+                            ("unchanged", "unchanged"),
+                            ("failed", "failed"),
+                            ("rolled_back", "rolled back"),
+                            ("refused", "refused"),
+                        ],
+                        db_index=True,
+                        max_length=20,
+                    ),
+                ),
+                ("error", models.TextField(blank=True, default="")),
+                ("job_id", models.BigIntegerField(blank=True, db_index=True, null=True)),
+                ("prev_hash", models.CharField(max_length=64, unique=True)),
+                ("hash", models.CharField(max_length=64, unique=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
     ]

@@ -5,40 +5,54 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Host',
+            name="Host",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=253, unique=True)),
-                ('root', models.CharField(default='/', max_length=4096)),
-                ('created', models.DateTimeField(auto_now_add=True)),
-                ('last_seen', models.DateTimeField(blank=True, null=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=253, unique=True)),
+                ("root", models.CharField(default="/", max_length=4096)),
+                ("created", models.DateTimeField(auto_now_add=True)),
+                ("last_seen", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Snapshot',
+            name="Snapshot",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('source', models.CharField(choices=[('startup', 'worker start'), ('job', 'after a job'), ('udev', 'device event'), ('scan', 'scan requested')], max_length=20)),
-                ('inventory', models.JSONField()),
-                ('readiness', models.JSONField()),
-                ('reason', models.CharField(blank=True, default='', max_length=200)),
-                ('host', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='snapshots', to='hosts.host')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("created", models.DateTimeField(auto_now_add=True, db_index=True)),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[
+                            ("startup", "worker start"),
+                            ("job", "after a job"),
+                            ("udev", "device event"),
+                            ("scan", "scan requested"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("inventory", models.JSONField()),
+                ("readiness", models.JSONField()),
+                ("reason", models.CharField(blank=True, default="", max_length=200)),
+                (
+                    "host",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="snapshots", to="hosts.host"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created', '-id'],
-                'get_latest_by': 'created',
+                "ordering": ["-created", "-id"],
+                "get_latest_by": "created",
             },
         ),
     ]

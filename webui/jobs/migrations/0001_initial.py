@@ -6,51 +6,110 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('hosts', '0001_initial'),
+        ("hosts", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Job',
+            name="Job",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('actor', models.CharField(max_length=150)),
-                ('action', models.CharField(choices=[('scan', 'Scan the host'), ('bind_vfio', 'Bind to vfio-pci'), ('restore_driver', 'Give back to the host driver'), ('reset', 'Reset the device'), ('set_sriov_vfs', 'Set SR-IOV virtual functions'), ('persist_binding', 'Bind to vfio-pci at every boot'), ('unpersist_binding', 'Stop binding at boot'), ('set_kernel_cmdline', 'Edit the kernel command line'), ('rebuild_initramfs', 'Rebuild the initramfs'), ('plan_change', 'Show the file changes'), ('undo_change', 'Undo a file change')], max_length=40)),
-                ('targets', models.JSONField(default=list)),
-                ('parameters', models.JSONField(default=dict)),
-                ('state', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('rolled_back', 'Rolled back')], db_index=True, default='queued', max_length=20)),
-                ('steps', models.JSONField(default=list)),
-                ('result', models.JSONField(blank=True, null=True)),
-                ('message', models.TextField(blank=True, default='')),
-                ('group', models.IntegerField(blank=True, null=True)),
-                ('created', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('started', models.DateTimeField(blank=True, null=True)),
-                ('finished', models.DateTimeField(blank=True, null=True)),
-                ('host', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='jobs', to='hosts.host')),
-                ('snapshot', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='hosts.snapshot')),
-                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("actor", models.CharField(max_length=150)),
+                (
+                    "action",
+                    models.CharField(
+                        choices=[
+                            ("scan", "Scan the host"),
+                            ("bind_vfio", "Bind to vfio-pci"),
+                            ("restore_driver", "Give back to the host driver"),
+                            ("reset", "Reset the device"),
+                            ("set_sriov_vfs", "Set SR-IOV virtual functions"),
+                            ("persist_binding", "Bind to vfio-pci at every boot"),
+                            ("unpersist_binding", "Stop binding at boot"),
+                            ("set_kernel_cmdline", "Edit the kernel command line"),
+                            ("rebuild_initramfs", "Rebuild the initramfs"),
+                            ("plan_change", "Show the file changes"),
+                            ("undo_change", "Undo a file change"),
+                        ],
+                        max_length=40,
+                    ),
+                ),
+                ("targets", models.JSONField(default=list)),
+                ("parameters", models.JSONField(default=dict)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("rolled_back", "Rolled back"),
+                        ],
+                        db_index=True,
+                        default="queued",
+                        max_length=20,
+                    ),
+                ),
+                ("steps", models.JSONField(default=list)),
+                ("result", models.JSONField(blank=True, null=True)),
+                ("message", models.TextField(blank=True, default="")),
+                ("group", models.IntegerField(blank=True, null=True)),
+                ("created", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("started", models.DateTimeField(blank=True, null=True)),
+                ("finished", models.DateTimeField(blank=True, null=True)),
+                (
+                    "host",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="jobs", to="hosts.host"
+                    ),
+                ),
+                (
+                    "snapshot",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="hosts.snapshot",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created'],
-                'permissions': [('run_jobs', 'Can run privileged jobs on hosts')],
+                "ordering": ["-created"],
+                "permissions": [("run_jobs", "Can run privileged jobs on hosts")],
             },
         ),
         migrations.CreateModel(
-            name='GroupLock',
+            name="GroupLock",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('group', models.IntegerField()),
-                ('created', models.DateTimeField(auto_now_add=True)),
-                ('host', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, to='hosts.host')),
-                ('job', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='lock', to='jobs.job')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("group", models.IntegerField()),
+                ("created", models.DateTimeField(auto_now_add=True)),
+                ("host", models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, to="hosts.host")),
+                (
+                    "job",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="lock", to="jobs.job"
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('host', 'group'), name='one_job_per_group')],
+                "constraints": [models.UniqueConstraint(fields=("host", "group"), name="one_job_per_group")],
             },
         ),
     ]
