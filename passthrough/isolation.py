@@ -131,7 +131,9 @@ def _judge(
 
     slots = {PciAddress.parse(function.address).slot_key for function in endpoints}
     names = ", ".join(describe(function) for function in endpoints)
-    if len(endpoints) == 1:
+    if not group.viable:
+        reasons.append(f"In this group: {names}.")
+    elif len(endpoints) == 1:
         reasons.append(f"One device to pass: {names}.")
     elif len(slots) == 1:
         reasons.append(f"The {len(endpoints)} functions of one device go together: {names}.")

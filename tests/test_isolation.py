@@ -179,3 +179,10 @@ def test_no_iommu_means_no_groups(make_tree):
     )
     inventory = scan(make_tree(spec))
     assert inventory.groups == [] and inventory.device("0000:00:02.0").iommu_group is None
+
+
+def test_a_group_that_cannot_go_lists_its_members_without_inviting_to_pass_them(make_tree):
+    spec = HostSpec(functions=[FunctionSpec("0000:00:1f.0", "8086", "a2c9", "060100", iommu_group=10)])
+    reasons = scan(make_tree(spec)).group(10).reasons
+    assert reasons[-1] == "In this group: 00:1f.0 (Z370 Chipset LPC/eSPI Controller)."
+    assert not any(reason.startswith("One device to pass") for reason in reasons)
