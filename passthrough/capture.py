@@ -11,11 +11,12 @@ The tree follows the layout of DESIGN.md. What it records, and why so little:
   vtconsole), the proc files and host files readiness reads, and the kernel log.
 
 Never read: BAR files (``resourceN``: reading one touches device memory), ROMs, VPD (it
-can block for seconds and holds serial numbers), efivar contents, anything outside the
-lists of :mod:`passthrough.capture_sysfs` and :mod:`passthrough.capture_files`, which
-record each area; :mod:`passthrough.capture_recorder` copies each path. Symlinks stay
-relative, so the tree can be moved. The tree is written into a temporary sibling of
-``dest`` and renamed at the end: a failed capture leaves nothing.
+can block for seconds and holds serial numbers), efivar contents (but for systemd-boot's
+``LoaderInfo``, the loader's name and version), anything outside the lists of
+:mod:`passthrough.capture_sysfs` and :mod:`passthrough.capture_files`, which record
+each area; :mod:`passthrough.capture_recorder` copies each path. Symlinks stay relative,
+so the tree can be moved. The tree is written into a temporary sibling of ``dest`` and
+renamed at the end: a failed capture leaves nothing.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from passthrough.host import HostTree
 
 NEVER_RECORDED = (
     "BAR files (resourceN), expansion ROMs, VPD, pcie_bw, serial_number and unique_id of PCI functions; "
-    "efivar contents (names only); "
+    "efivar contents (names only) except systemd-boot's LoaderInfo (the loader's name and version); "
     "write-only attributes other than reset and driver_override (recorded empty); "
     "anything outside the lists in passthrough/capture_sysfs.py and passthrough/capture_files.py"
 )

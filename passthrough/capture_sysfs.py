@@ -9,7 +9,8 @@
 * efivar names, vfio and kvm modules with their parameters, and /dev/vfio.
 
 Never read: BAR files (``resourceN``: reading one touches device memory), ROMs, VPD,
-efivar contents.
+efivar contents other than systemd-boot's ``LoaderInfo`` (the loader's name and version,
+which :mod:`passthrough.bootconfig` reads).
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import os
 import re
 
 from passthrough.address import is_address
+from passthrough.bootconfig import LOADER_INFO
 from passthrough.capture_recorder import ATTRIBUTE_LIMIT, Recorder
 from passthrough.host import IOMMU_CLASS, IOMMU_GROUPS, PCI_DEVICES, PCI_DRIVERS
 
 CONFIG_LIMIT = 4096  # the whole extended config space; the kernel gives 64 bytes to non-root readers
+LOADER_INFO_LIMIT = 256  # "systemd-boot 252.30" in UTF-16 is 40 bytes
 
 # A function's links that say what it is bound to and where it sits.
 FUNCTION_LINKS = ("driver", "iommu_group", "iommu", "physfn", "subsystem", "firmware_node")
@@ -173,7 +176,7 @@ class SysfsRecording(Recorder):
             if self.source.is_dir(EFIVARS):
                 self.ensure_dir(EFIVARS)
                 for name in self.source.listdir(EFIVARS):
-                    self.placeholder(f"{EFIVARS}/{name}")
+                    self.efivar(f"{EFIVARS}/{name}")
         for name in sorted(self.source.listdir("sys/module")):
             if name.startswith(MODULE_PREFIXES):
                 self.ensure_dir(f"sys/module/{name}")
@@ -185,3 +188,11 @@ class SysfsRecording(Recorder):
             self.ensure_dir("dev/vfio")
             for name in self.source.listdir("dev/vfio"):
                 self.placeholder(f"dev/vfio/{name}")
+
+    def efivar(self, rel: str) -> None:
+        """An empty file by the variable's name; LoaderInfo keeps its content (the loader's name)."""
+        if rel == LOADER_INFO:
+            real = self.resolve(rel)  # a regular file inside the tree, never whatever a link names
+            if real is not None and os.path.isfile(self._src(real)):
+                self.copy_file(rel, LOADER_INFO_LIMIT, source_rel=real)
+        self.placeholder(rel)  # unreadable LoaderInfo: its name still says systemd-boot set it

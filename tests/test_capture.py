@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from passthrough.bootconfig import detect_bootloader
 from passthrough.capture import capture
 from passthrough.errors import NotAHostTree, PassthroughError
 from passthrough.host import HostTree
@@ -360,10 +361,9 @@ def test_an_oversized_attribute_is_cut_at_64_kib_and_the_cut_is_reported(
 def test_efivars_keep_their_names_but_never_their_contents(
     make_tree: Callable[[HostSpec], Path], tmp_path: Path
 ) -> None:
-    loader_info = "LoaderInfo-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"
     spec = workstation()
-    spec.files[f"sys/firmware/efi/efivars/{loader_info}"] = "\x06\x00\x00\x00systemd-boot 252"
     spec.files["sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d0-aa0d-00e098032b8c"] = "\x06\x00\x00\x00\x01"
+    spec.files["sys/firmware/efi/efivars/Boot0001-8be4df61-93ca-11d0-aa0d-00e098032b8c"] = "\x07\x00\x00\x00\x01HD"
     source = make_tree(spec)
 
     capture(HostTree(source), tmp_path / "capture")
@@ -371,6 +371,37 @@ def test_efivars_keep_their_names_but_never_their_contents(
     efivars = tmp_path / "capture/sys/firmware/efi/efivars"
     assert sorted(os.listdir(efivars)) == sorted(os.listdir(source / "sys/firmware/efi/efivars"))
     assert {(efivars / name).read_bytes() for name in os.listdir(efivars)} == {b""}
+
+
+def test_systemd_boots_loader_info_keeps_its_content_and_other_efivars_do_not(
+    make_tree: Callable[[HostSpec], Path], tmp_path: Path
+) -> None:
+    """LoaderInfo holds only the loader's name and version, which bootconfig reads as evidence."""
+    loader_info = "sys/firmware/efi/efivars/LoaderInfo-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"
+    secure_boot = "sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d0-aa0d-00e098032b8c"
+    content = b"\x06\x00\x00\x00" + "systemd-boot 252.30".encode("utf-16-le") + b"\x00\x00"
+    source = make_tree(workstation())
+    (source / loader_info).write_bytes(content)
+    (source / secure_boot).write_bytes(b"\x06\x00\x00\x00\x01")
+
+    summary = capture(HostTree(source), tmp_path / "capture")
+
+    assert (tmp_path / "capture" / loader_info).read_bytes() == content
+    assert (tmp_path / "capture" / secure_boot).read_bytes() == b""
+    assert summary.skipped == []
+    evidence = detect_bootloader(HostTree(tmp_path / "capture")).evidence
+    assert ("/" + loader_info, "systemd-boot 252.30") in [(item.path, item.value) for item in evidence]
+
+
+def test_an_oversized_loader_info_is_cut_at_256_bytes(make_tree: Callable[[HostSpec], Path], tmp_path: Path) -> None:
+    loader_info = "sys/firmware/efi/efivars/LoaderInfo-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"
+    source = make_tree(workstation())
+    (source / loader_info).write_bytes(b"\x06\x00\x00\x00" + "x".encode("utf-16-le") * 1000)
+
+    summary = capture(HostTree(source), tmp_path / "capture")
+
+    assert (tmp_path / "capture" / loader_info).stat().st_size == 256
+    assert (loader_info, "truncated to its first 256 bytes") in [(s.path, s.reason) for s in summary.skipped]
 
 
 def test_nothing_outside_the_recorded_lists_is_copied(make_tree: Callable[[HostSpec], Path], tmp_path: Path) -> None:
