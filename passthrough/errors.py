@@ -34,6 +34,12 @@ class InvalidAddress(PassthroughError):
     code = "invalid_address"
 
 
+class ListingError(PassthroughError):
+    """A pasted listing (lspci, an IOMMU group loop) that cannot be read; the message names the line."""
+
+    code = "bad_listing"
+
+
 class UnknownDevice(PassthroughError):
     code = "unknown_device"
 

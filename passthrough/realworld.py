@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from passthrough import listings
 from passthrough.address import PciAddress
+from passthrough.listing_hosts import build_host_spec
 from passthrough.listings import ListedFunction
 from passthrough.treebuilder import FunctionSpec, HostSpec
 
@@ -77,7 +78,7 @@ def _machine(
     bus_parents: dict[int, str | None] | None = None,
     files: dict[str, str] | None = None,
 ) -> HostSpec:
-    spec = listings.build_host_spec(listed, lspci, bus_parents=bus_parents, iommu=cpu, boot_vga=context.boot_vga)
+    spec = build_host_spec(listed, lspci, bus_parents=bus_parents, iommu=cpu, boot_vga=context.boot_vga)
     spec.cpu_vendor, spec.cpu_flags, spec.modules = CPU[cpu]
     spec.cmdline, spec.osrelease, spec.files = cmdline, osrelease or _release(cmdline), files or {}
     apply_context(spec, context)
@@ -161,7 +162,7 @@ def ashtonian_city17(context: HostContext = ASHTONIAN) -> HostSpec:
     switch, RX 560 04:00.0/.1 together in group 23 on vfio-pci.
 
     Thunderbolt USB 41:00.0 hangs under 00:1d.0 by the left-over rule of
-    :func:`~passthrough.listings.infer_topology`; the source does not say where.
+    :func:`~passthrough.listing_hosts.infer_topology`; the source does not say where.
     """
     text = source_text("ashtonian-kvm-aio", "output.sh.txt")
     return _machine(listings.parse_groups(text), listings.parse_lspci(text), cpu="intel", context=context)
