@@ -6,7 +6,8 @@ switch, an E810 with 128 VFs, a B550 chipset group. :class:`HostSpec` describes 
 ``sys/devices/pciDDDD:BB``, relative links from ``sys/bus/pci/devices``, ``driver``,
 ``iommu_group``, ``physfn``/``virtfnN``, ``sys/kernel/iommu_groups``, ``sys/class/iommu``),
 so :func:`passthrough.inventory.scan`, pciutils' ``lspci -A linux-sysfs`` and the kernel
-double all read it as they would read ``/``.
+double all read it as they would read ``/``. What surrounds the functions (proc files,
+disks, network interfaces, consoles) is written by :mod:`passthrough.treebuilder_host`.
 """
 
 from __future__ import annotations
@@ -90,14 +91,14 @@ class HostSpec:
         raise KeyError(address)
 
 
-def _write(path: str, text: str | bytes) -> None:
+def write_file(path: str, text: str | bytes) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     mode = "wb" if isinstance(text, bytes) else "w"
     with open(path, mode) as handle:
         handle.write(text)
 
 
-def _link(path: str, target_abs: str) -> None:
+def relative_link(path: str, target_abs: str) -> None:
     """A relative symlink at ``path`` to ``target_abs``, so the tree can be moved."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     if os.path.lexists(path):
@@ -186,6 +187,9 @@ def _secondary_buses(spec: HostSpec) -> dict[str, tuple[int, int]]:
 
 def write_tree(spec: HostSpec, root: str | os.PathLike[str]) -> str:
     """Lay ``spec`` out under ``root``; returns the root as a string."""
+    # Imported here: treebuilder_host builds on this module's specs and file helpers.
+    from passthrough.treebuilder_host import write_block_and_net, write_console, write_proc
+
     root = os.fspath(root)
     sys_dir = f"{root}/sys"
     dirs = device_dirs(spec, sys_dir)
@@ -201,8 +205,8 @@ def write_tree(spec: HostSpec, root: str | os.PathLike[str]) -> str:
     drivers = sorted({function.driver for function in spec.functions if function.driver} | {"pcieport"})
     for driver in drivers:
         _write_driver_dir(sys_dir, driver)
-    _write(f"{sys_dir}/bus/pci/drivers_probe", "")
-    _write(f"{sys_dir}/bus/pci/rescan", "")
+    write_file(f"{sys_dir}/bus/pci/drivers_probe", "")
+    write_file(f"{sys_dir}/bus/pci/rescan", "")
     os.makedirs(f"{sys_dir}/kernel/iommu_groups", exist_ok=True)
 
     for function in spec.functions:
@@ -210,23 +214,23 @@ def write_tree(spec: HostSpec, root: str | os.PathLike[str]) -> str:
         device_dir = dirs[function.address]
         primary = PciAddress.parse(function.parent).bus if function.parent else address.bus
         secondary, subordinate = bridge_ranges.get(function.address, (0, 0))
-        _write_function(
+        write_function(
             spec, function, device_dir, sys_dir, slots[address.slot_key] > 1, (primary, secondary, subordinate), virtfns
         )
 
     _write_iommu(spec, sys_dir, dirs)
-    _write_proc(spec, root)
-    _write_block_and_net(spec, root, dirs)
-    _write_console(spec, root, dirs)
+    write_proc(spec, root)
+    write_block_and_net(spec, root, dirs)
+    write_console(spec, root, dirs)
     if spec.efi:
         os.makedirs(f"{sys_dir}/firmware/efi/efivars", exist_ok=True)
     if spec.dev_vfio:
         for name in spec.dev_vfio:
-            _write(f"{root}/dev/vfio/{name}", "")
+            write_file(f"{root}/dev/vfio/{name}", "")
     for relative, text in spec.files.items():
-        _write(f"{root}/{relative}", text)
+        write_file(f"{root}/{relative}", text)
     if spec.dmesg is not None:
-        _write(f"{root}/dmesg.txt", spec.dmesg)
+        write_file(f"{root}/dmesg.txt", spec.dmesg)
     return root
 
 
@@ -235,10 +239,10 @@ def _write_driver_dir(sys_dir: str, driver: str) -> None:
     os.makedirs(base, exist_ok=True)
     for name in ("bind", "unbind", "new_id", "remove_id"):
         if not os.path.exists(f"{base}/{name}"):
-            _write(f"{base}/{name}", "")
+            write_file(f"{base}/{name}", "")
 
 
-def _write_function(
+def write_function(
     spec: HostSpec,
     function: FunctionSpec,
     device_dir: str,
@@ -247,6 +251,8 @@ def _write_function(
     bus_numbers: tuple[int, int, int],
     virtfns: dict[str, list[str]],
 ) -> None:
+    """One function's directory: attributes, config space, and its links to the bus, its
+    driver, its physfn or virtfns. The kernel double calls it to create a VF."""
     os.makedirs(device_dir, exist_ok=True)
     attributes = {
         "vendor": f"0x{function.vendor}",
@@ -303,30 +309,30 @@ def _write_function(
         )
     attributes.update({key: value for key, value in function.extra.items() if key != "sriov_vf_device"})
     for name, value in attributes.items():
-        _write(f"{device_dir}/{name}", value + "\n" if value else "")
-    _write(f"{device_dir}/config", _config_space(function, multifunction, *bus_numbers))
+        write_file(f"{device_dir}/{name}", value + "\n" if value else "")
+    write_file(f"{device_dir}/config", _config_space(function, multifunction, *bus_numbers))
 
-    _link(f"{sys_dir}/bus/pci/devices/{function.address}", device_dir)
-    _link(f"{device_dir}/subsystem", f"{sys_dir}/bus/pci")
+    relative_link(f"{sys_dir}/bus/pci/devices/{function.address}", device_dir)
+    relative_link(f"{device_dir}/subsystem", f"{sys_dir}/bus/pci")
     if function.driver:
         _write_driver_dir(sys_dir, function.driver)
-        _link(f"{device_dir}/driver", f"{sys_dir}/bus/pci/drivers/{function.driver}")
-        _link(f"{sys_dir}/bus/pci/drivers/{function.driver}/{function.address}", device_dir)
+        relative_link(f"{device_dir}/driver", f"{sys_dir}/bus/pci/drivers/{function.driver}")
+        relative_link(f"{sys_dir}/bus/pci/drivers/{function.driver}/{function.address}", device_dir)
     if function.physfn:
         parent_dir = os.path.dirname(device_dir) + f"/{function.physfn}"
-        _link(f"{device_dir}/physfn", parent_dir)
+        relative_link(f"{device_dir}/physfn", parent_dir)
     for index, vf in enumerate(virtfns.get(function.address, [])):
-        _link(f"{device_dir}/virtfn{index}", os.path.dirname(device_dir) + f"/{vf}")
+        relative_link(f"{device_dir}/virtfn{index}", os.path.dirname(device_dir) + f"/{vf}")
 
 
 def _write_iommu(spec: HostSpec, sys_dir: str, dirs: dict[str, str]) -> None:
     grouped = [function for function in spec.functions if function.iommu_group is not None]
     for function in grouped:
         group_dir = f"{sys_dir}/kernel/iommu_groups/{function.iommu_group}"
-        _write(f"{group_dir}/type", "DMA\n")
-        _write(f"{group_dir}/reserved_regions", "0x00000000fee00000 0x00000000feefffff msi\n")
-        _link(f"{dirs[function.address]}/iommu_group", group_dir)
-        _link(f"{group_dir}/devices/{function.address}", dirs[function.address])
+        write_file(f"{group_dir}/type", "DMA\n")
+        write_file(f"{group_dir}/reserved_regions", "0x00000000fee00000 0x00000000feefffff msi\n")
+        relative_link(f"{dirs[function.address]}/iommu_group", group_dir)
+        relative_link(f"{group_dir}/devices/{function.address}", dirs[function.address])
     if not spec.iommu or not grouped:
         os.makedirs(f"{sys_dir}/class/iommu", exist_ok=True)
         return
@@ -334,130 +340,9 @@ def _write_iommu(spec: HostSpec, sys_dir: str, dirs: dict[str, str]) -> None:
     for unit, addresses in units.items():
         unit_dir = f"{sys_dir}/devices/virtual/iommu/{unit}"
         os.makedirs(f"{unit_dir}/devices", exist_ok=True)
-        _write(f"{unit_dir}/{'intel-iommu/version' if spec.iommu == 'intel' else 'amd-iommu/cap'}", "1:0\n")
-        _link(f"{sys_dir}/class/iommu/{unit}", unit_dir)
+        write_file(f"{unit_dir}/{'intel-iommu/version' if spec.iommu == 'intel' else 'amd-iommu/cap'}", "1:0\n")
+        relative_link(f"{sys_dir}/class/iommu/{unit}", unit_dir)
         for address in addresses:
             canonical = str(PciAddress.parse(address))
-            _link(f"{unit_dir}/devices/{canonical}", dirs[canonical])
-            _link(f"{dirs[canonical]}/iommu", unit_dir)
-
-
-def _cpuinfo(spec: HostSpec) -> str:
-    if spec.cpuinfo is not None:
-        return spec.cpuinfo
-    flags = " ".join(spec.cpu_flags)
-    blocks = [
-        f"processor\t: {index}\nvendor_id\t: {spec.cpu_vendor}\nmodel name\t: Synthetic CPU\nflags\t\t: {flags}\n"
-        for index in range(spec.cpu_count)
-    ]
-    return "\n".join(blocks)
-
-
-def _write_proc(spec: HostSpec, root: str) -> None:
-    proc = f"{root}/proc"
-    _write(f"{proc}/cpuinfo", _cpuinfo(spec))
-    _write(f"{proc}/cmdline", spec.cmdline + "\n")
-    _write(f"{proc}/sys/kernel/osrelease", spec.osrelease + "\n")
-    _write(f"{proc}/modules", "".join(f"{name} 16384 0 - Live 0x0000000000000000\n" for name in spec.modules))
-    chip = "IR-PCI-MSI" if spec.interrupt_remapping else "PCI-MSI"
-    ioapic = "IR-IO-APIC" if spec.interrupt_remapping else "IO-APIC"
-    _write(
-        f"{proc}/interrupts",
-        "           CPU0       CPU1\n"
-        f"   0:         42          0   {ioapic}    2-edge      timer\n"
-        f" 120:       1234          0  {chip} 524288-edge      nvme0q0\n",
-    )
-
-
-def _write_block_and_net(spec: HostSpec, root: str, dirs: dict[str, str]) -> None:
-    sys_dir = f"{root}/sys"
-    majors = {"nvme": 259, "sd": 8, "vd": 254}
-    for disk_index, (disk, controller) in enumerate(spec.block_devices.items()):
-        address = str(PciAddress.parse(controller))
-        major = next((number for prefix, number in majors.items() if disk.startswith(prefix)), 8)
-        disk_dir = f"{dirs[address]}/host{disk_index}/block/{disk}"
-        _write(f"{disk_dir}/dev", f"{major}:{disk_index * 16}\n")
-        _link(f"{sys_dir}/class/block/{disk}", disk_dir)
-        _link(f"{sys_dir}/block/{disk}", disk_dir)
-        _link(f"{sys_dir}/dev/block/{major}:{disk_index * 16}", disk_dir)
-        separator = "p" if disk[-1].isdigit() else ""
-        for number in (1, 2):
-            part = f"{disk}{separator}{number}"
-            part_dir = f"{disk_dir}/{part}"
-            _write(f"{part_dir}/partition", f"{number}\n")
-            _write(f"{part_dir}/dev", f"{major}:{disk_index * 16 + number}\n")
-            _link(f"{sys_dir}/class/block/{part}", part_dir)
-            _link(f"{sys_dir}/dev/block/{major}:{disk_index * 16 + number}", part_dir)
-    if spec.root_source:
-        name = spec.root_source.removeprefix("/dev/")
-        dev = "0:0"
-        if os.path.exists(f"{sys_dir}/class/block/{name}/dev"):
-            with open(f"{sys_dir}/class/block/{name}/dev") as handle:
-                dev = handle.read().strip()
-        _write(
-            f"{root}/proc/self/mountinfo",
-            f"22 1 {dev} / / rw,relatime shared:1 - {spec.root_fstype} {spec.root_source} rw\n"
-            "23 22 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw\n",
-        )
-        _write(
-            f"{root}/proc/mounts", f"{spec.root_source} / {spec.root_fstype} rw,relatime 0 0\nproc /proc proc rw 0 0\n"
-        )
-
-    for interface, controller in spec.net_devices.items():
-        address = str(PciAddress.parse(controller))
-        net_dir = f"{dirs[address]}/net/{interface}"
-        _write(f"{net_dir}/operstate", "up\n")
-        _link(f"{net_dir}/device", dirs[address])
-        _link(f"{sys_dir}/class/net/{interface}", net_dir)
-    for bridge, ports in spec.net_bridges.items():
-        bridge_dir = f"{sys_dir}/devices/virtual/net/{bridge}"
-        _write(f"{bridge_dir}/operstate", "up\n")
-        _link(f"{sys_dir}/class/net/{bridge}", bridge_dir)
-        for port in ports:
-            _link(f"{bridge_dir}/lower_{port}", os.path.realpath(f"{sys_dir}/class/net/{port}"))
-            _link(f"{bridge_dir}/brif/{port}", os.path.realpath(f"{sys_dir}/class/net/{port}") + "/brport")
-    if spec.default_route:
-        _write(
-            f"{root}/proc/net/route",
-            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
-            f"{spec.default_route}\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"
-            f"{spec.default_route}\t0001A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n",
-        )
-
-
-def _write_console(spec: HostSpec, root: str, dirs: dict[str, str]) -> None:
-    sys_dir = f"{root}/sys"
-    if spec.console is None:
-        return
-    if spec.console not in GRAPHICS_CONSOLES:
-        raise ValueError(f"console must be one of {GRAPHICS_CONSOLES}")
-    boot = next((function for function in spec.functions if function.boot_vga), None)
-    vtcons = {"vtcon0": ("(S) dummy device", "0"), "vtcon1": ("(M) frame buffer device", "1")}
-    if spec.console == "vgacon":
-        vtcons = {"vtcon0": ("(S) VGA+", "1")}
-    elif spec.console in ("efifb", "vesafb", "simpledrm"):
-        platform = {"efifb": "efi-framebuffer.0", "vesafb": "vesa-framebuffer.0", "simpledrm": "simple-framebuffer.0"}[
-            spec.console
-        ]
-        name = {"efifb": "EFI VGA", "vesafb": "VESA VGA", "simpledrm": "simpledrmdrmfb"}[spec.console]
-        device = f"{sys_dir}/devices/platform/{platform}"
-        _write(f"{device}/graphics/fb0/name", name + "\n")
-        _link(f"{device}/graphics/fb0/device", device)
-        _link(f"{sys_dir}/class/graphics/fb0", f"{device}/graphics/fb0")
-        if spec.console == "simpledrm":
-            os.makedirs(f"{device}/drm/card0", exist_ok=True)
-            _link(f"{device}/drm/card0/device", device)
-            _link(f"{sys_dir}/class/drm/card0", f"{device}/drm/card0")
-    elif spec.console == "native" and boot is not None:
-        device = dirs[boot.address]
-        _write(f"{device}/graphics/fb0/name", f"{boot.driver or 'drm'}drmfb\n")
-        _link(f"{device}/graphics/fb0/device", device)
-        _link(f"{sys_dir}/class/graphics/fb0", f"{device}/graphics/fb0")
-        os.makedirs(f"{device}/drm/card0", exist_ok=True)
-        _link(f"{device}/drm/card0/device", device)
-        _link(f"{sys_dir}/class/drm/card0", f"{device}/drm/card0")
-    for vtcon, (name, bind) in vtcons.items():
-        vt_dir = f"{sys_dir}/devices/virtual/vtconsole/{vtcon}"
-        _write(f"{vt_dir}/name", name + "\n")
-        _write(f"{vt_dir}/bind", bind + "\n")
-        _link(f"{sys_dir}/class/vtconsole/{vtcon}", vt_dir)
+            relative_link(f"{unit_dir}/devices/{canonical}", dirs[canonical])
+            relative_link(f"{dirs[canonical]}/iommu", unit_dir)

@@ -18,7 +18,7 @@ from passthrough.address import PciAddress
 from passthrough.host import IOMMU_GROUPS, PCI_DEVICES
 from passthrough.kerneldouble.modules import Modules
 from passthrough.kerneldouble.pci import KernelRefused, PciCore, link, unlink, write_file
-from passthrough.treebuilder import FunctionSpec, HostSpec, _write_function
+from passthrough.treebuilder import FunctionSpec, HostSpec, write_function
 
 # The VF driver of each PF driver, as the kernel's modules pair them.
 VF_DRIVERS = {
@@ -117,7 +117,7 @@ class Sriov:
             numa_node=_int(self.attribute(pf, "numa_node"), -1),
             physfn=pf,
         )
-        _write_function(HostSpec(), spec, self.tree.path(vf_dir), self.tree.path("sys"), False, (0, 0, 0), {})
+        write_function(HostSpec(), spec, self.tree.path(vf_dir), self.tree.path("sys"), False, (0, 0, 0), {})
         write_file(self.tree, f"{vf_dir}/local_cpulist", (self.attribute(pf, "local_cpulist") or "0") + "\n")
         link(self.tree, f"{pf_dir}/virtfn{index}", vf_dir)
         self.core.state.reset_methods[address] = ["flr"]
