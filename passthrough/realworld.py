@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from passthrough import listings
@@ -27,6 +27,7 @@ from passthrough.address import PciAddress
 from passthrough.listing_hosts import build_host_spec
 from passthrough.listings import ListedFunction
 from passthrough.treebuilder import FunctionSpec, HostSpec
+from passthrough.ttar import TtarRecord, read_ttar, ttar_bytes, unpack_ttar  # noqa: F401 (re-exported)
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "realworld")
 CPU = {
@@ -300,62 +301,7 @@ def onizuka_arc310(context: HostContext = UNKNOWN, *, assume_switch: bool = True
 
 
 # prometheus/procfs: an E810 with SR-IOV in a sysfs fixture ----------------------------------
-TTAR = ("prometheus-procfs-fixtures", "fixtures.pci-subset.ttar")
 E810 = "sys/devices/pci0000:a2/0000:a2:00.0"
-
-
-@dataclass(frozen=True)
-class TtarRecord:
-    path: str
-    kind: str  # "file", "directory" or "symlink"
-    content: bytes = b""
-    target: str = ""
-
-
-def read_ttar(data: bytes) -> Iterator[TtarRecord]:
-    """Records of a ttar (plain-text tar): ``Path:`` + ``Lines: N`` + N lines + ``Mode:``,
-    ``Path:`` + ``SymlinkTo:``, or ``Directory:``. A last line ending in ``EOF`` had no
-    newline; ``NULLBYTE`` stands for a zero byte."""
-    lines = data.split(b"\n")
-    index = 0
-    while index < len(lines):
-        line = lines[index]
-        index += 1
-        if line.startswith(b"Directory: "):
-            yield TtarRecord(line[11:].decode(), "directory")
-        elif line.startswith(b"Path: ") and index < len(lines):
-            path, following = line[6:].decode(), lines[index]
-            if following.startswith(b"SymlinkTo: "):
-                yield TtarRecord(path, "symlink", target=following[11:].decode())
-            elif following.startswith(b"Lines: "):
-                count = int(following[7:])
-                content = b"".join(part + b"\n" for part in lines[index + 1 : index + 1 + count])
-                content = content[:-4] if content.endswith(b"EOF\n") else content
-                yield TtarRecord(path, "file", content.replace(b"NULLBYTE", b"\0"))
-                index += 1 + count
-
-
-def unpack_ttar(data: bytes, destination: str, strip: str = "fixtures/") -> None:
-    """Lay a ttar out under ``destination``, dropping the ``strip`` prefix of its paths."""
-    for record in read_ttar(data):
-        relative = record.path.removeprefix(strip)
-        if relative.startswith("/") or ".." in relative.split("/"):
-            raise ValueError(f"ttar path {record.path!r} leaves the destination")
-        path = os.path.join(destination, relative)
-        if record.kind == "directory":
-            os.makedirs(path, exist_ok=True)
-            continue
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        if record.kind == "symlink":
-            os.symlink(record.target, path)
-        else:
-            with open(path, "wb") as handle:
-                handle.write(record.content)
-
-
-def ttar_bytes() -> bytes:
-    with open(os.path.join(DATA, *TTAR), "rb") as handle:
-        return handle.read()
 
 
 def prometheus_e810(numvfs: int = 4, *, first_group: int = 40, iommu: str = "intel") -> HostSpec:
