@@ -71,6 +71,24 @@ ensure_var() {
     fi
 }
 
+# ensure_admin: the first start creates an admin account and prints its one-time password.
+ensure_admin() {
+    "$VENV/bin/python" manage.py ensure_admin
+}
+
+# use_demo_tree MACHINE: lay out a real-world machine in var/demo/MACHINE (kept between runs)
+# and point this run's worker at it, behind the kernel double.
+use_demo_tree() {
+    local machine="$1"
+    "$VENV/bin/python" manage.py demo_tree "$machine" "$VAR/demo/$machine" || return 1
+    export PASSTHROUGH_ROOT="$VAR/demo/$machine"
+    export PASSTHROUGH_KERNEL=double
+    export PASSTHROUGH_DEMO="$machine"
+    export PASSTHROUGH_HOSTNAME="${PASSTHROUGH_HOSTNAME:-demo-$machine}"
+    # Events of this machine's own PCI devices say nothing about the demo tree.
+    export PASSTHROUGH_WATCH_UDEV=false
+}
+
 redis_answers() {
     "$VENV/bin/python" - "$1" <<'PY' 2>/dev/null
 import sys

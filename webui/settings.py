@@ -97,6 +97,10 @@ if PASSTHROUGH_KERNEL not in ("live", "double"):
     raise ImproperlyConfigured(f"PASSTHROUGH_KERNEL={PASSTHROUGH_KERNEL!r}: use live or double.")
 # Watch the kernel's PCI events (pyudev) on the live host and refresh the snapshot after them.
 PASSTHROUGH_WATCH_UDEV = envbool("PASSTHROUGH_WATCH_UDEV", "true")
+# The real-world machine a demo runs on (scripts/run --demo sets it); pages show a "Demo" badge.
+PASSTHROUGH_DEMO = envstr("PASSTHROUGH_DEMO", "")
+# Routes /bench/hello for bench/web.py, which compares the groups page with it; off otherwise.
+PASSTHROUGH_BENCH_HELLO = envbool("PASSTHROUGH_BENCH_HELLO", "false")
 
 INSTALLED_APPS = [
     "django.contrib.auth",
@@ -109,6 +113,8 @@ INSTALLED_APPS = [
     "webui.hosts",
     "webui.jobs",
     "webui.audit",
+    "webui.accounts",
+    "webui.wizard",
 ]
 
 MIDDLEWARE = [
@@ -118,6 +124,9 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Every page needs a signed-in user; the sign-in page and /healthz opt out.
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "webui.accounts.middleware.PasswordChangeRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -136,6 +145,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "webui.wizard.context.header",
             ],
         },
     },
@@ -158,6 +168,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory: tests start real worker processes that must see the same database.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LOGIN_URL = "accounts:sign_in"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "accounts:sign_in"
+CSRF_FAILURE_VIEW = "webui.wizard.views.errors.csrf_failure"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -1,0 +1,59 @@
+"""The two roles: a *viewer* reads everything, an *operator* may also run jobs on hosts.
+
+A role is a Django group; what makes an operator is the ``jobs.run_jobs`` permission, so
+a permission check (``user.has_perm``) is the only test views make, and a superuser
+passes it too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import Group, Permission
+from django.contrib.contenttypes.models import ContentType
+
+VIEWER = "viewer"
+OPERATOR = "operator"
+ROLES = (VIEWER, OPERATOR)
+RUN_JOBS = "jobs.run_jobs"
+
+
+def run_jobs_permission() -> Permission:
+    from webui.jobs.models import Job
+
+    # get_or_create: post_migrate handlers run in app order, so ours may come before the
+    # one that creates the jobs app's permissions on a fresh database.
+    permission, _ = Permission.objects.get_or_create(
+        codename="run_jobs",
+        content_type=ContentType.objects.get_for_model(Job),
+        defaults={"name": "Can run privileged jobs on hosts"},
+    )
+    return permission
+
+
+def ensure_roles() -> dict[str, Group]:
+    viewer, _ = Group.objects.get_or_create(name=VIEWER)
+    operator, _ = Group.objects.get_or_create(name=OPERATOR)
+    operator.permissions.add(run_jobs_permission())
+    return {VIEWER: viewer, OPERATOR: operator}
+
+
+def ensure_roles_after_migrate(**kwargs: Any) -> None:
+    ensure_roles()
+
+
+def set_role(user: Any, role: str) -> None:
+    """Put ``user`` in exactly one role."""
+    if role not in ROLES:
+        raise ValueError(f"{role!r} is not a role; use {' or '.join(ROLES)}.")
+    groups = ensure_roles()
+    user.groups.remove(*groups.values())
+    user.groups.add(groups[role])
+
+
+def can_operate(user: Any) -> bool:
+    return bool(user.is_authenticated and user.has_perm(RUN_JOBS))
+
+
+def role_of(user: Any) -> str:
+    return OPERATOR if can_operate(user) else VIEWER

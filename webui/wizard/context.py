@@ -1,0 +1,29 @@
+"""What the header of every page needs: the host switcher, the demo badge, the user's role."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest
+
+from webui.accounts.roles import can_operate, role_of
+from webui.hosts.models import Host
+
+
+def header(request: HttpRequest) -> dict[str, Any]:
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return {"demo": settings.PASSTHROUGH_DEMO}
+    match = getattr(request, "resolver_match", None)
+    current = (match.kwargs.get("host") if match else None) or request.session.get("host")
+    names = list(Host.objects.order_by("name").values_list("name", flat=True))
+    if current not in names:
+        current = names[0] if names else None
+    return {
+        "demo": settings.PASSTHROUGH_DEMO,
+        "host_names": names,
+        "current_host": current,
+        "can_operate": can_operate(user),
+        "role": role_of(user),
+    }

@@ -1,0 +1,133 @@
+"""Forms: the filters (GET, so a filtered page has a URL) and the few choices a user posts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from passthrough.configgen import TARGETS
+from passthrough.configgen.spec import FIRMWARES, MACHINES
+from passthrough.inventory import Inventory
+from webui.audit.models import RESULTS
+from webui.jobs.models import Action, State
+from webui.wizard.catalog import FILTER_KINDS
+
+
+class GroupFilterForm(forms.Form):
+    q = forms.CharField(
+        required=False,
+        max_length=100,
+        label="Filter",
+        widget=forms.TextInput(attrs={"placeholder": "address, name, driver, 10de:1d01…", "type": "search"}),
+    )
+    kind = forms.ChoiceField(required=False, choices=[("", "All kinds"), *FILTER_KINDS.items()])
+
+
+class BindForm(forms.Form):
+    """Passing a group through: the typed confirmation for host-critical members, the console."""
+
+    confirm = forms.CharField(required=False, max_length=200)
+    release_console = forms.BooleanField(required=False)
+
+
+class VmConfigForm(forms.Form):
+    devices = forms.MultipleChoiceField(widget=forms.CheckboxSelectMultiple, label="Devices")
+    target = forms.ChoiceField(choices=list(TARGETS.items()), initial="qemu", label="Hypervisor")
+    name = forms.CharField(max_length=63, initial="passthrough-vm", label="VM name")
+    firmware = forms.ChoiceField(
+        choices=[(f, f.upper() if f == "ovmf" else f.title()) for f in FIRMWARES],
+        initial="ovmf",
+        help_text="OVMF is UEFI; most GPUs want it.",
+    )
+    machine = forms.ChoiceField(choices=[(m, m) for m in MACHINES], initial="q35")
+    primary_gpu = forms.BooleanField(required=False, label="Primary GPU (x-vga): the guest boots on it")
+    rom_file = forms.CharField(
+        required=False,
+        max_length=255,
+        label="ROM file",
+        help_text="An absolute path on the host, for a GPU whose own ROM is unusable.",
+    )
+    memory_mib = forms.IntegerField(min_value=256, max_value=16 * 1024 * 1024, initial=8192, label="Memory (MiB)")
+    vcpus = forms.IntegerField(min_value=1, max_value=1024, initial=4, label="vCPUs")
+    hugepages = forms.BooleanField(required=False, label="Back memory with hugepages")
+    hide_kvm = forms.BooleanField(required=False, label="Hide KVM (NVIDIA drivers before 465)")
+    hv_vendor_id = forms.CharField(required=False, max_length=12, label="Hyper-V vendor id")
+
+    def __init__(self, *args: Any, inventory: Inventory, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["devices"].choices = device_choices(inventory)
+
+    def spec_options(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        return {
+            "name": data["name"],
+            "firmware": data["firmware"],
+            "machine": data["machine"],
+            "primary_gpu": data["primary_gpu"],
+            "rom_file": data["rom_file"] or None,
+            "memory_mib": data["memory_mib"],
+            "vcpus": data["vcpus"],
+            "hugepages": data["hugepages"],
+            "hide_kvm": data["hide_kvm"],
+            "hv_vendor_id": data["hv_vendor_id"] or None,
+        }
+
+
+def device_choices(inventory: Inventory) -> list[tuple[str, str]]:
+    """Every function a VM can be given (bridges and host bridges stay with the host)."""
+    return [
+        (
+            f.address,
+            f"{f.address[5:] if f.address.startswith('0000:') else f.address} {f.label}"
+            + (f" (group {f.iommu_group})" if f.iommu_group is not None else ""),
+        )
+        for f in inventory.devices
+        if not f.is_bridge and not f.is_host_bridge
+    ]
+
+
+class AuditFilterForm(forms.Form):
+    host = forms.CharField(required=False, max_length=253)
+    user = forms.CharField(required=False, max_length=150, help_text="who: a user name, worker, shell:root…")
+    action = forms.ChoiceField(required=False, choices=[("", "Any action"), *Action.choices])
+    device = forms.CharField(required=False, max_length=64, help_text="a PCI address, e.g. 01:00.0")
+    result = forms.ChoiceField(required=False, choices=[("", "Any result"), *RESULTS])
+    since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}), label="From")
+    until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}), label="To")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("since") and data.get("until") and data["since"] > data["until"]:
+            raise forms.ValidationError("The start date is after the end date.")
+        return data
+
+
+class JobFilterForm(forms.Form):
+    host = forms.CharField(required=False, max_length=253)
+    state = forms.ChoiceField(required=False, choices=[("", "Any state"), *State.choices])
+    action = forms.ChoiceField(required=False, choices=[("", "Any action"), *Action.choices])
+
+
+class AcknowledgeForm(forms.Form):
+    """Step 1: the failing checks whose fix the user says they have read."""
+
+    acknowledged = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple)
+
+    def __init__(self, *args: Any, failing: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["acknowledged"].choices = [(check_id, check_id) for check_id in failing]
+
+
+class PickForm(forms.Form):
+    device = forms.CharField(max_length=64)
+
+
+class PlanForm(forms.Form):
+    release_console = forms.BooleanField(required=False)
+    persist = forms.BooleanField(required=False)
+    confirm = forms.CharField(required=False, max_length=200)
+
+
+class TargetForm(forms.Form):
+    target = forms.ChoiceField(choices=list(TARGETS.items()), initial="qemu", label="Hypervisor")

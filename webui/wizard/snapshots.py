@@ -1,0 +1,66 @@
+"""The latest snapshot of a host, and its parsed inventory kept per process.
+
+A snapshot never changes once stored, so what is derived from it (the parsed
+:class:`Inventory`, the group cards) is kept by snapshot id: a page on a 1,024-function
+host then costs one small query instead of decoding a megabyte of JSON on every request.
+The rows are loaded without the inventory column; it is read only on a cache miss.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from passthrough.inventory import Inventory
+from passthrough.topology import render_svg
+from webui.hosts.models import Host, Snapshot
+from webui.wizard.catalog import GroupCard, group_cards
+
+KEEP = 8  # snapshots per process: a few hosts, and the one before each job
+
+
+@dataclass
+class Prepared:
+    inventory: Inventory
+    _cards: list[GroupCard] | None = field(default=None, repr=False)
+
+    _svg: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def cards(self) -> list[GroupCard]:
+        if self._cards is None:
+            self._cards = group_cards(self.inventory)
+        return self._cards
+
+    def topology_svg(self, link: str) -> str:
+        if link not in self._svg:
+            self._svg[link] = render_svg(self.inventory, link=link)
+        return self._svg[link]
+
+
+_cache: OrderedDict[int, Prepared] = OrderedDict()
+_lock = threading.Lock()
+
+
+def latest(host: Host) -> Snapshot | None:
+    return Snapshot.objects.filter(host=host).defer("inventory").order_by("-created", "-id").first()
+
+
+def prepared(snapshot: Snapshot) -> Prepared:
+    with _lock:
+        found = _cache.get(snapshot.pk)
+        if found is not None:
+            _cache.move_to_end(snapshot.pk)
+            return found
+    data = Snapshot.objects.values_list("inventory", flat=True).get(pk=snapshot.pk)
+    made = Prepared(Inventory.from_json(data))
+    with _lock:
+        _cache[snapshot.pk] = made
+        while len(_cache) > KEEP:
+            _cache.popitem(last=False)
+    return made
+
+
+def inventory_of(snapshot: Snapshot) -> Inventory:
+    return prepared(snapshot).inventory

@@ -1,0 +1,1 @@
+"""Page views, one module per area; each view fetches, calls the domain, renders."""

@@ -1,0 +1,95 @@
+"""Devices and IOMMU groups: the list with its filter, one function in detail, and passing a group."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from webui.accounts.decorators import operator_required
+from webui.wizard import snapshots
+from webui.wizard.catalog import filter_cards, group_card, ungrouped
+from webui.wizard.forms import BindForm, GroupFilterForm
+from webui.wizard.views.common import get_host, host_page, parse_address_or_404, render_page, run_job
+
+
+@require_GET
+def groups(request: HttpRequest, host: str) -> HttpResponse:
+    context = host_page(get_host(request, host))
+    form = GroupFilterForm(request.GET)
+    text, kind = ("", "")
+    if form.is_valid():
+        text, kind = form.cleaned_data["q"], form.cleaned_data["kind"]
+    context["form"] = form
+    # Prefixes for the links of every row: one reverse() per page rather than one per function.
+    context["device_base"] = reverse("groups", kwargs={"host": context["host"].name})
+    context["groups_base"] = reverse("bind_group", kwargs={"host": context["host"].name, "group": 0})[: -len("0/bind/")]
+    if context["snapshot"] is not None:
+        prepared = snapshots.prepared(context["snapshot"])
+        context.update(
+            cards=filter_cards(prepared.cards, text, kind),
+            total=len(prepared.cards),
+            filtered=bool(text or kind),
+            ungrouped=[] if text or kind else ungrouped(prepared.inventory),
+        )
+    return render_page(request, "hosts/groups.html", context, partial="group-list")
+
+
+@require_GET
+def device(request: HttpRequest, host: str, address: str) -> HttpResponse:
+    context = host_page(get_host(request, host))
+    wanted = parse_address_or_404(address)
+    if context["snapshot"] is None:
+        raise Http404(f"{context['host'].name} has no snapshot yet, so {wanted} cannot be shown.")
+    inventory = snapshots.inventory_of(context["snapshot"])
+    function = inventory.device(wanted)
+    if function is None:
+        raise Http404(f"There is no PCI function {wanted} on {context['host'].name} in its latest snapshot.")
+    group = inventory.group_of(wanted)
+    context.update(
+        function=function,
+        card=group_card(inventory, group) if group else None,
+        critical=inventory.host_critical.get(wanted, []),
+        companions=[inventory.device(a) for a in (group.companions if group else []) if inventory.device(a)],
+        virtfns=[inventory.device(a) for a in function.virtfns if inventory.device(a)],
+        physfn=inventory.device(function.physfn) if function.physfn else None,
+        bridges=[inventory.device(a) for a in function.bridges if inventory.device(a)],
+    )
+    return render(request, "hosts/device.html", context)
+
+
+@require_POST
+@operator_required
+def bind_group(request: HttpRequest, host: str, group: int) -> HttpResponse:
+    """ "Pass through this group": checked against the snapshot here, again by the worker before it acts."""
+    found = get_host(request, host)
+    back = reverse("groups", kwargs={"host": found.name}) + f"#group-{group}"
+    snapshot = snapshots.latest(found)
+    inventory = snapshots.inventory_of(snapshot) if snapshot else None
+    iommu_group = inventory.group(group) if inventory else None
+    if inventory is None or iommu_group is None:
+        raise Http404(f"IOMMU group {group} is not in the latest snapshot of {found.name}.")
+    card = group_card(inventory, iommu_group)
+    form = BindForm(request.POST)
+    form.is_valid()
+    confirm = (form.cleaned_data.get("confirm") or "").strip()
+    if not card.passable:
+        messages.error(request, f"IOMMU group {group} cannot be passed through: {' '.join(card.blocked)}")
+        return redirect(back)
+    if card.confirm_phrase and confirm != card.confirm_phrase:
+        messages.error(
+            request,
+            f"IOMMU group {group} holds host-critical functions. To pass it anyway, type "
+            f"{card.confirm_phrase} in the confirmation box" + (f" (you typed {confirm!r})." if confirm else "."),
+        )
+        return redirect(back)
+    job = run_job(
+        request,
+        host=found,
+        action="bind_vfio",
+        targets=[card.first_endpoint or ""],
+        parameters={"confirm": confirm or None, "release_console": bool(form.cleaned_data.get("release_console"))},
+    )
+    return redirect("job", pk=job.pk) if job else redirect(back)

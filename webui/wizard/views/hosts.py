@@ -1,0 +1,84 @@
+"""The home page, a host's dashboard, and its readiness checks."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from webui.accounts.decorators import operator_required
+from webui.jobs.models import Job
+from webui.wizard import snapshots
+from webui.wizard.catalog import NEEDS_CONFIRMATION, NOT_VIABLE, VIABLE
+from webui.wizard.models import WizardState
+from webui.wizard.views.common import get_host, host_page, run_job, selected_host
+
+VFIO = "vfio-pci"
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    host = selected_host(request)
+    if host is None:
+        return render(request, "hosts/no_hosts.html")
+    return redirect("host_home", host=host.name)
+
+
+@require_GET
+def host_home(request: HttpRequest, host: str) -> HttpResponse:
+    """The wizard until a device has been passed through (or the user finished it), then the dashboard."""
+    context = host_page(get_host(request, host))
+    snapshot = context["snapshot"]
+    prepared = snapshots.prepared(snapshot) if snapshot else None
+    on_vfio = [function for function in prepared.inventory.devices if function.driver == VFIO] if prepared else []
+    state = WizardState.objects.filter(user=request.user, host=context["host"]).first()
+    if not on_vfio and not (state and state.finished) and "dashboard" not in request.GET:
+        return redirect("wizard", host=context["host"].name)
+    verdicts = [card.verdict for card in prepared.cards] if prepared else []
+    context.update(
+        on_vfio=on_vfio,
+        viable=verdicts.count(VIABLE),
+        needs_confirmation=verdicts.count(NEEDS_CONFIRMATION),
+        not_viable=verdicts.count(NOT_VIABLE),
+        functions=len(prepared.inventory.devices) if prepared else 0,
+        jobs=Job.objects.filter(host=context["host"]).select_related("host")[:8],
+        wizard=state,
+    )
+    return render(request, "hosts/dashboard.html", context)
+
+
+@require_GET
+def readiness(request: HttpRequest, host: str) -> HttpResponse:
+    return render(request, "hosts/readiness.html", host_page(get_host(request, host)))
+
+
+@require_POST
+@operator_required
+def scan(request: HttpRequest, host: str) -> HttpResponse:
+    """ "Check again": a scan job, whose page shows it live; the checks come from its snapshot."""
+    found = get_host(request, host)
+    job = run_job(request, host=found, action="scan")
+    if job is None:
+        return redirect("readiness", host=found.name)
+    return redirect("job", pk=job.pk)
+
+
+@require_POST
+@operator_required
+def apply_fix(request: HttpRequest, host: str, check: str) -> HttpResponse:
+    """The kernel command-line edit a readiness check proposes, as a set_kernel_cmdline job."""
+    found = get_host(request, host)
+    snapshot = snapshots.latest(found)
+    checks = {item["id"]: item for item in snapshot.checks()} if snapshot else {}
+    plan = (checks.get(check) or {}).get("plan") or {}
+    if not (plan.get("add") or plan.get("remove")):
+        messages.error(request, f"The check {check!r} proposes no kernel command-line change on {found.name}.")
+        return redirect("readiness", host=found.name)
+    job = run_job(
+        request,
+        host=found,
+        action="set_kernel_cmdline",
+        parameters={"add": list(plan.get("add") or []), "remove": list(plan.get("remove") or []), "fingerprint": None},
+    )
+    return redirect("job", pk=job.pk) if job else redirect("readiness", host=found.name)

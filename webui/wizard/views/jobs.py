@@ -1,0 +1,108 @@
+"""Jobs: the list, one job live (polled by htmx until it ends, then 286), undo and give back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HTMX_STOP_POLLING
+
+from webui.accounts.decorators import operator_required
+from webui.jobs.models import Action, Job, State
+from webui.wizard.forms import JobFilterForm
+from webui.wizard.views.common import run_job
+
+# Jobs that leave a file change behind, which an undo_change job restores from its backups.
+UNDOABLE = (Action.PERSIST_BINDING, Action.UNPERSIST_BINDING, Action.SET_KERNEL_CMDLINE)
+
+
+@require_GET
+def job_list(request: HttpRequest) -> HttpResponse:
+    form = JobFilterForm(request.GET)
+    jobs = Job.objects.select_related("host").order_by("-created", "-id")
+    if form.is_valid():
+        data = form.cleaned_data
+        if data["host"]:
+            jobs = jobs.filter(host__name=data["host"])
+        if data["state"]:
+            jobs = jobs.filter(state=data["state"])
+        if data["action"]:
+            jobs = jobs.filter(action=data["action"])
+    page = Paginator(jobs, 50).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(request, "jobs/list.html", {"form": form, "page": page, "query": query.urlencode()})
+
+
+def previous_drivers(job: Job) -> dict[str, str | None]:
+    """What each function of a bind job was on before it, as the job recorded."""
+    functions = ((job.result or {}).get("state_before") or {}).get("functions") or {}
+    return {
+        address: state.get("driver")
+        for address, state in functions.items()
+        if isinstance(state, dict) and state.get("driver") != "vfio-pci"
+    }
+
+
+def job_context(job: Job) -> dict[str, Any]:
+    undone_by = None
+    if job.action in UNDOABLE:
+        undone_by = Job.objects.filter(action=Action.UNDO_CHANGE, parameters__undo_of=job.pk).first()
+    result = job.result or {}
+    return {
+        "job": job,
+        "can_undo": job.action in UNDOABLE and job.state == State.SUCCEEDED and bool(result.get("undo")),
+        "undone_by": undone_by,
+        "can_give_back": job.action == Action.BIND_VFIO and job.state == State.SUCCEEDED,
+        "show_states": True,
+    }
+
+
+@require_GET
+def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    job = get_object_or_404(Job.objects.select_related("host", "snapshot"), pk=pk)
+    context = job_context(job)
+    if getattr(request, "htmx", False):
+        response = render(request, "jobs/detail.html#progress", context)
+        if job.is_finished:
+            response.status_code = HTMX_STOP_POLLING  # htmx swaps this last answer in, then stops asking
+            if request.GET.get("then") == "reload":
+                # A page built around the job (a wizard step) shows what comes next once it ends.
+                response["HX-Refresh"] = "true"
+        return response
+    return render(request, "jobs/detail.html", context)
+
+
+@require_POST
+@operator_required
+def undo(request: HttpRequest, pk: int) -> HttpResponse:
+    job = get_object_or_404(Job.objects.select_related("host"), pk=pk)
+    if not job_context(job)["can_undo"]:
+        messages.error(
+            request, f"Job {job.pk} left no file change to undo: only a finished persistence job can be undone."
+        )
+        return redirect("job", pk=job.pk)
+    made = run_job(request, host=job.host, action=Action.UNDO_CHANGE, parameters={"undo_of": job.pk, "force": False})
+    return redirect("job", pk=(made or job).pk)
+
+
+@require_POST
+@operator_required
+def give_back(request: HttpRequest, pk: int) -> HttpResponse:
+    """restore_driver for the group a bind job took: back to the drivers it had before."""
+    job = get_object_or_404(Job.objects.select_related("host"), pk=pk)
+    if not job_context(job)["can_give_back"]:
+        messages.error(request, f"Job {job.pk} did not bind anything to vfio-pci, so there is nothing to give back.")
+        return redirect("job", pk=job.pk)
+    made = run_job(
+        request,
+        host=job.host,
+        action=Action.RESTORE_DRIVER,
+        targets=job.targets[:1],
+        parameters={"previous_drivers": previous_drivers(job) or None},
+    )
+    return redirect("job", pk=(made or job).pk)

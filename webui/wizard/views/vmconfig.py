@@ -1,0 +1,77 @@
+"""VM configuration: pick devices, a hypervisor and options; read, copy or download the result.
+
+A GET form, so a configuration has a URL (the download link is the same query). BAR
+sizes are not read here (that would touch the hardware); the generators fall back to
+their documented defaults and say so in their notes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.http import require_GET
+
+from passthrough.configgen import GeneratedConfig, VmSpec, build_spec, generate
+from passthrough.errors import PassthroughError
+from passthrough.inventory import Inventory
+from webui.wizard import snapshots
+from webui.wizard.forms import VmConfigForm
+from webui.wizard.views.common import error_text, get_host, host_page
+
+
+def make_config(inventory: Inventory, form: VmConfigForm) -> tuple[VmSpec, GeneratedConfig] | str:
+    """The spec and the generated text, or what was wrong in words."""
+    try:
+        spec = build_spec(inventory, form.cleaned_data["devices"], **form.spec_options())
+        return spec, generate(inventory, spec, form.cleaned_data["target"])
+    except PassthroughError as error:
+        return error_text(error)
+
+
+def _form(request: HttpRequest, inventory: Inventory) -> VmConfigForm:
+    bound = "devices" in request.GET
+    initial_devices = request.GET.getlist("pick")  # preselected from a device or group page
+    return VmConfigForm(request.GET if bound else None, inventory=inventory, initial={"devices": initial_devices})
+
+
+@require_GET
+def vmconfig(request: HttpRequest, host: str) -> HttpResponse:
+    context: dict[str, Any] = host_page(get_host(request, host))
+    if context["snapshot"] is not None:
+        inventory = snapshots.inventory_of(context["snapshot"])
+        form = _form(request, inventory)
+        context["form"] = form
+        if form.is_bound and form.is_valid():
+            made = make_config(inventory, form)
+            if isinstance(made, str):
+                context["error"] = made
+            else:
+                context["spec"], context["config"] = made
+                context["added"] = [
+                    (device, inventory.device(device.address)) for device in made[0].devices if not device.picked
+                ]
+                context["download"] = f"{reverse('vmconfig_download', kwargs={'host': host})}?{request.GET.urlencode()}"
+    return render(request, "hosts/vmconfig.html", context)
+
+
+@require_GET
+def download(request: HttpRequest, host: str) -> HttpResponse:
+    found = get_host(request, host)
+    snapshot = snapshots.latest(found)
+    if snapshot is None:
+        raise Http404(f"{found.name} has no snapshot yet.")
+    inventory = snapshots.inventory_of(snapshot)
+    form = VmConfigForm(request.GET, inventory=inventory)
+    if not form.is_valid():
+        errors = "; ".join(f"{name}: {' '.join(messages)}" for name, messages in form.errors.items())
+        return HttpResponse(f"The configuration cannot be made: {errors}\n", status=400, content_type="text/plain")
+    made = make_config(inventory, form)
+    if isinstance(made, str):
+        return HttpResponse(made + "\n", status=400, content_type="text/plain")
+    config = made[1]
+    response = HttpResponse(config.text, content_type=config.media_type)
+    response["Content-Disposition"] = f'attachment; filename="{config.filename}"'
+    return response
