@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from passthrough.host import HostTree
+from passthrough.inventory import scan
 from passthrough.treebuilder import FunctionSpec, HostSpec, write_tree
 
 GRUB = 'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT="quiet intel_iommu=on iommu=pt"\n'
@@ -200,3 +202,19 @@ def lspci(root: Path) -> str:
         timeout=60,
     )
     return result.stdout
+
+
+def scanned(root: Path | str) -> dict[str, Any]:
+    """scan() as JSON, minus the one field that names where the tree lives."""
+    data = scan(HostTree(root)).to_json()
+    data.pop("root")
+    return data
+
+
+def absolute_links(root: Path) -> list[str]:
+    return [
+        os.path.join(directory, name)
+        for directory, dirnames, filenames in os.walk(root)
+        for name in dirnames + filenames
+        if os.path.islink(os.path.join(directory, name)) and os.readlink(os.path.join(directory, name)).startswith("/")
+    ]
