@@ -119,6 +119,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Pages of a big host are mostly repeated markup: the groups page of 1,024 functions is
+    # ~780 kB of HTML and ~30 kB compressed. (WhiteNoise below compresses static files itself.)
+    "django.middleware.gzip.GZipMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -11,6 +11,7 @@ from typing import Any
 
 from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.models import ContentType
+from django.db.models import Q
 
 VIEWER = "viewer"
 OPERATOR = "operator"
@@ -52,7 +53,23 @@ def set_role(user: Any, role: str) -> None:
 
 
 def can_operate(user: Any) -> bool:
-    return bool(user.is_authenticated and user.has_perm(RUN_JOBS))
+    """Whether ``user`` holds jobs.run_jobs, directly or through a group (superusers always).
+
+    The same answer as ``user.has_perm(RUN_JOBS)`` for the model backend, in one query instead
+    of two, kept on the user object for the rest of the request: every page asks it.
+    """
+    if not user.is_authenticated or not user.is_active:
+        return False
+    if user.is_superuser:
+        return True
+    cached = getattr(user, "_can_operate", None)
+    if cached is None:
+        cached = user._can_operate = (
+            Permission.objects.filter(codename="run_jobs", content_type__app_label="jobs")
+            .filter(Q(user=user) | Q(group__user=user))
+            .exists()
+        )
+    return bool(cached)
 
 
 def role_of(user: Any) -> str:

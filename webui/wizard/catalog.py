@@ -143,6 +143,8 @@ def ungrouped(inventory: Inventory) -> list[PciFunction]:
 def filter_cards(cards: list[GroupCard], text: str = "", kind: str = "") -> list[GroupCard]:
     """Whole groups where some member matches every word of ``text`` and, if given, ``kind``."""
     words = text.lower().split()
+    if not words and not kind:
+        return list(cards)
     return [
         card for card in cards if (not kind or kind in card.kinds) and all(word in card.search_text for word in words)
     ]

@@ -6,9 +6,10 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest
+from django.urls import reverse
 
 from webui.accounts.roles import can_operate, role_of
-from webui.hosts.models import Host
+from webui.wizard.views.common import hosts_of
 
 
 def header(request: HttpRequest) -> dict[str, Any]:
@@ -17,13 +18,14 @@ def header(request: HttpRequest) -> dict[str, Any]:
         return {"demo": settings.PASSTHROUGH_DEMO}
     match = getattr(request, "resolver_match", None)
     current = (match.kwargs.get("host") if match else None) or request.session.get("host")
-    names = list(Host.objects.order_by("name").values_list("name", flat=True))
+    names = [host.name for host in hosts_of(request)]
     if current not in names:
         current = names[0] if names else None
     return {
         "demo": settings.PASSTHROUGH_DEMO,
         "host_names": names,
         "current_host": current,
+        "host_base": reverse("host_home", kwargs={"host": current}) if current else None,
         "can_operate": can_operate(user),
         "role": role_of(user),
     }

@@ -12,10 +12,11 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from passthrough.inventory import Inventory
+from passthrough.inventory import Inventory, PciFunction
 from passthrough.topology import render_svg
 from webui.hosts.models import Host, Snapshot
-from webui.wizard.catalog import GroupCard, group_cards
+from webui.wizard.catalog import GroupCard, group_cards, ungrouped
+from webui.wizard.stitch import Compressed
 
 KEEP = 8  # snapshots per process: a few hosts, and the one before each job
 
@@ -26,12 +27,22 @@ class Prepared:
     _cards: list[GroupCard] | None = field(default=None, repr=False)
 
     _svg: dict[str, str] = field(default_factory=dict, repr=False)
+    _ungrouped: list[PciFunction] | None = field(default=None, repr=False)
+    # Rendered HTML of each group, by (group id, variant): see views/devices.py.
+    fragments: dict[tuple[int, bool], str] = field(default_factory=dict, repr=False)
+    lists: dict[bool, Compressed] = field(default_factory=dict, repr=False)  # every group, by variant
 
     @property
     def cards(self) -> list[GroupCard]:
         if self._cards is None:
             self._cards = group_cards(self.inventory)
         return self._cards
+
+    @property
+    def ungrouped(self) -> list[PciFunction]:
+        if self._ungrouped is None:
+            self._ungrouped = ungrouped(self.inventory)
+        return self._ungrouped
 
     def topology_svg(self, link: str) -> str:
         if link not in self._svg:
@@ -44,7 +55,9 @@ _lock = threading.Lock()
 
 
 def latest(host: Host) -> Snapshot | None:
-    return Snapshot.objects.filter(host=host).defer("inventory").order_by("-created", "-id").first()
+    """The newest snapshot, without its JSON columns: the inventory comes from the cache, and the
+    readiness report is read (one more query) only by the pages that show it."""
+    return Snapshot.objects.filter(host=host).defer("inventory", "readiness").order_by("-created", "-id").first()
 
 
 def prepared(snapshot: Snapshot) -> Prepared:

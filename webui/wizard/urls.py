@@ -1,6 +1,6 @@
 from django.urls import path
 
-from webui.wizard.views import audit, devices, hosts, jobs, topology, vmconfig, wizard, wizard_actions
+from webui.wizard.views import audit, devices, groups, hosts, jobs, topology, vmconfig, wizard, wizard_actions
 
 # Pages of one host live under /hosts/<name>/; jobs and the audit log span every host.
 urlpatterns = [
@@ -13,7 +13,7 @@ urlpatterns = [
     path("hosts/<str:host>/readiness/", hosts.readiness, name="readiness"),
     path("hosts/<str:host>/readiness/<str:check>/apply/", hosts.apply_fix, name="apply_fix"),
     path("hosts/<str:host>/scan/", hosts.scan, name="scan"),
-    path("hosts/<str:host>/devices/", devices.groups, name="groups"),
+    path("hosts/<str:host>/devices/", groups.groups, name="groups"),
     path("hosts/<str:host>/devices/<str:address>/", devices.device, name="device"),
     path("hosts/<str:host>/groups/<int:group>/bind/", devices.bind_group, name="bind_group"),
     path("hosts/<str:host>/topology/", topology.topology, name="topology"),

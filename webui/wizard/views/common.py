@@ -6,7 +6,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import render
 
 from passthrough.address import PciAddress
 from passthrough.errors import InvalidAddress, PassthroughError
@@ -18,9 +18,20 @@ from webui.wizard import snapshots
 SESSION_HOST = "host"
 
 
+def hosts_of(request: HttpRequest) -> list[Host]:
+    """Every host, read once per request: the page's own host and the header's switcher share it."""
+    hosts: list[Host] | None = getattr(request, "_hosts", None)
+    if hosts is None:
+        hosts = list(Host.objects.order_by("name"))
+        request._hosts = hosts  # type: ignore[attr-defined]
+    return hosts
+
+
 def get_host(request: HttpRequest, name: str) -> Host:
     """The host named in the URL (404 when unknown); it becomes the host the header shows."""
-    host = get_object_or_404(Host, name=name)
+    host = next((host for host in hosts_of(request) if host.name == name), None)
+    if host is None:
+        raise Http404(f"There is no host named {name!r}. A host appears when its worker first starts.")
     if request.session.get(SESSION_HOST) != host.name:
         request.session[SESSION_HOST] = host.name
     return host
@@ -28,9 +39,9 @@ def get_host(request: HttpRequest, name: str) -> Host:
 
 def selected_host(request: HttpRequest) -> Host | None:
     """The host last looked at in this session, else the first one."""
+    hosts = hosts_of(request)
     name = request.session.get(SESSION_HOST)
-    host = Host.objects.filter(name=name).first() if name else None
-    return host or Host.objects.order_by("name").first()
+    return next((host for host in hosts if host.name == name), hosts[0] if hosts else None)
 
 
 def parse_address_or_404(text: str) -> str:

@@ -1,4 +1,4 @@
-"""Devices and IOMMU groups: the list with its filter, one function in detail, and passing a group."""
+"""One function in detail, and passing an IOMMU group through (the list of groups is in groups.py)."""
 
 from __future__ import annotations
 
@@ -10,31 +10,9 @@ from django.views.decorators.http import require_GET, require_POST
 
 from webui.accounts.decorators import operator_required
 from webui.wizard import snapshots
-from webui.wizard.catalog import filter_cards, group_card, ungrouped
-from webui.wizard.forms import BindForm, GroupFilterForm
-from webui.wizard.views.common import get_host, host_page, parse_address_or_404, render_page, run_job
-
-
-@require_GET
-def groups(request: HttpRequest, host: str) -> HttpResponse:
-    context = host_page(get_host(request, host))
-    form = GroupFilterForm(request.GET)
-    text, kind = ("", "")
-    if form.is_valid():
-        text, kind = form.cleaned_data["q"], form.cleaned_data["kind"]
-    context["form"] = form
-    # Prefixes for the links of every row: one reverse() per page rather than one per function.
-    context["device_base"] = reverse("groups", kwargs={"host": context["host"].name})
-    context["groups_base"] = reverse("bind_group", kwargs={"host": context["host"].name, "group": 0})[: -len("0/bind/")]
-    if context["snapshot"] is not None:
-        prepared = snapshots.prepared(context["snapshot"])
-        context.update(
-            cards=filter_cards(prepared.cards, text, kind),
-            total=len(prepared.cards),
-            filtered=bool(text or kind),
-            ungrouped=[] if text or kind else ungrouped(prepared.inventory),
-        )
-    return render_page(request, "hosts/groups.html", context, partial="group-list")
+from webui.wizard.catalog import group_card
+from webui.wizard.forms import BindForm
+from webui.wizard.views.common import get_host, host_page, parse_address_or_404, run_job
 
 
 @require_GET
@@ -72,7 +50,13 @@ def bind_group(request: HttpRequest, host: str, group: int) -> HttpResponse:
     if inventory is None or iommu_group is None:
         raise Http404(f"IOMMU group {group} is not in the latest snapshot of {found.name}.")
     card = group_card(inventory, iommu_group)
-    form = BindForm(request.POST)
+    # The groups page posts every group's fields in one form: this group's are suffixed with its id.
+    form = BindForm(
+        {
+            "confirm": request.POST.get(f"confirm-{group}", request.POST.get("confirm", "")),
+            "release_console": request.POST.get(f"release_console-{group}", request.POST.get("release_console")),
+        }
+    )
     form.is_valid()
     confirm = (form.cleaned_data.get("confirm") or "").strip()
     if not card.passable:
