@@ -17,7 +17,7 @@ from django.test import Client
 
 from passthrough import realworld
 from passthrough.host import HostTree
-from passthrough.treebuilder import HostSpec, write_tree
+from passthrough.treebuilder import FunctionSpec, HostSpec, write_tree
 from webui.accounts.roles import OPERATOR, VIEWER, set_role
 from webui.hosts.models import Host, Snapshot
 from webui.hosts.snapshots import take_snapshot
@@ -49,6 +49,18 @@ def snapshot_host(name: str, spec: HostSpec, root: Path) -> tuple[Host, Snapshot
     write_tree(spec, root)
     host, _ = Host.objects.get_or_create(name=name, defaults={"root": str(root)})
     return host, take_snapshot(host, HostTree(str(root)), Snapshot.Source.STARTUP)
+
+
+def no_iommu_host() -> HostSpec:
+    """A GPU box booted without the IOMMU: no groups, no vfio."""
+    return HostSpec(
+        functions=[
+            FunctionSpec("0000:00:00.0", "8086", "3e30", "060000", iommu_group=None),
+            FunctionSpec("0000:01:00.0", "10de", "1d01", "030000", "a1", driver="nouveau", iommu_group=None),
+        ],
+        iommu=None,
+        cmdline="BOOT_IMAGE=/boot/vmlinuz-6.1.0-18-amd64 root=/dev/sda2 ro quiet",
+    )
 
 
 @pytest.fixture

@@ -179,6 +179,8 @@ def _risks(
     readiness: dict[str, Any],
 ) -> list[str]:
     risks = list(card.blocked)
+    no_reset = [describe(f) for f in moves if f.reset_methods == []]
+    unknown_reset = [describe(f) for f in moves if f.reset_methods is None and f.has_reset is False]
     for function in moves:
         for why in inventory.host_critical.get(function.address, []):
             risks.append(f"{describe(function)} is host-critical: {why}. The host loses it while the VM has it.")
@@ -193,16 +195,17 @@ def _risks(
                 f"{describe(function)} is an AMD {family} GPU, known for the reset bug: after the VM stops it "
                 "may not work again until the host reboots, unless the vendor-reset module is installed."
             )
-        if function.reset_methods == []:
-            risks.append(
-                f"{describe(function)} offers the kernel no reset method: a VM restart may find it in the state "
-                "the last guest left it, and only a host reboot clears that."
-            )
-        elif function.reset_methods is None and function.has_reset is False:
-            risks.append(
-                f"{describe(function)} shows no reset attribute, so the kernel may have no way to reset it: a VM "
-                "restart may find it in the state the last guest left it, and only a host reboot clears that."
-            )
+    if no_reset:
+        risks.append(
+            f"The kernel has no reset method for {', '.join(no_reset)}: a VM restart may find "
+            f"{'it' if len(no_reset) == 1 else 'them'} as the last guest left {'it' if len(no_reset) == 1 else 'them'}, "
+            "and only a host reboot clears that."
+        )
+    if unknown_reset:
+        risks.append(
+            f"The snapshot shows no reset attribute for {', '.join(unknown_reset)}, so the kernel may have no way to "
+            "reset them: a VM restart may find them as the last guest left them, and only a host reboot clears that."
+        )
     for function in companions:
         where = "no IOMMU group" if function.iommu_group is None else f"IOMMU group {function.iommu_group}"
         risks.append(

@@ -66,7 +66,7 @@ def bind_group(request: HttpRequest, host: str, group: int) -> HttpResponse:
         messages.error(
             request,
             f"IOMMU group {group} holds host-critical functions. To pass it anyway, type "
-            f"{card.confirm_phrase} in the confirmation box" + (f" (you typed {confirm!r})." if confirm else "."),
+            f"{card.confirm_phrase} in the confirmation box" + (f" (you typed “{confirm}”)." if confirm else "."),
         )
         return redirect(back)
     job = run_job(

@@ -75,6 +75,13 @@ def apply_fix(request: HttpRequest, host: str, check: str) -> HttpResponse:
     if not (plan.get("add") or plan.get("remove")):
         messages.error(request, f"The check {check!r} proposes no kernel command-line change on {found.name}.")
         return redirect("readiness", host=found.name)
+    if not plan.get("edits"):
+        messages.error(
+            request,
+            f"No boot loader configuration was found on {found.name}, so a job cannot make this change; "
+            "the check's fix says how to make it by hand.",
+        )
+        return redirect("readiness", host=found.name)
     job = run_job(
         request,
         host=found,
