@@ -60,6 +60,12 @@ class GroupCard:
         return VERDICT_LABELS[self.verdict]
 
     @property
+    def on_vfio(self) -> bool:
+        """Every function the group gives a VM is on vfio-pci already."""
+        endpoints = [member.function for member in self.members if not member.stays]
+        return bool(endpoints) and all(function.driver == "vfio-pci" for function in endpoints)
+
+    @property
     def first_endpoint(self) -> str | None:
         return self.group.endpoints[0] if self.group.endpoints else None
 
