@@ -93,13 +93,18 @@ def duo(db: None, tmp_path: Path) -> Host:
 def test_broker() -> Iterator[None]:
     """Tasks go to the test Redis database, where no worker takes them: jobs stay queued."""
     from tests.worker_support import flush_test_redis, redis_available, use_test_broker
+    from webui.celery import app
 
     if not redis_available():
         pytest.skip("needs Redis at REDIS_URL (scripts/test starts one)")
+    before = app.conf.broker_url
     use_test_broker()
     flush_test_redis()
     yield
     flush_test_redis()
+    app.conf.broker_url = before
+    app._pool = None
+    app.amqp._producer_pool = None
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from passthrough.inventory import Inventory, PciFunction
 from passthrough.topology import render_svg
@@ -50,7 +51,8 @@ class Prepared:
         return self._svg[link]
 
 
-_cache: OrderedDict[int, Prepared] = OrderedDict()
+# By id and time: an id alone can come back (SQLite hands out a rolled-back id again).
+_cache: OrderedDict[tuple[int, datetime], Prepared] = OrderedDict()
 _lock = threading.Lock()
 
 
@@ -61,15 +63,16 @@ def latest(host: Host) -> Snapshot | None:
 
 
 def prepared(snapshot: Snapshot) -> Prepared:
+    key = (snapshot.pk, snapshot.created)
     with _lock:
-        found = _cache.get(snapshot.pk)
+        found = _cache.get(key)
         if found is not None:
-            _cache.move_to_end(snapshot.pk)
+            _cache.move_to_end(key)
             return found
     data = Snapshot.objects.values_list("inventory", flat=True).get(pk=snapshot.pk)
     made = Prepared(Inventory.from_json(data))
     with _lock:
-        _cache[snapshot.pk] = made
+        _cache[key] = made
         while len(_cache) > KEEP:
             _cache.popitem(last=False)
     return made
