@@ -199,3 +199,22 @@ def test_a_host_without_a_snapshot_says_so_and_offers_a_scan(db, operator_client
     Host.objects.create(name="fresh")
     html = operator_client.get(reverse("groups", kwargs={"host": "fresh"})).content.decode()
     assert "No picture of fresh yet" in html and "Scan fresh now" in html
+
+
+@pytest.mark.slow
+def test_a_1024_function_host_lists_every_group_with_every_member_on_one_page(db, operator_client, tmp_path):
+    import re
+
+    from bench.synthetic import build_synthetic_host
+    from tests.web_support import snapshot_host
+
+    _, snapshot = snapshot_host("big", build_synthetic_host(1024), tmp_path / "big")
+    groups = snapshot.inventory["groups"]
+    html = gzip.decompress(
+        operator_client.get(reverse("groups", kwargs={"host": "big"}), HTTP_ACCEPT_ENCODING="gzip").content
+    ).decode()
+    assert shown_groups(html) == [group["id"] for group in groups]
+    assert len(re.findall(r'<td><a href="/hosts/big/devices/[0-9a-f:.]+/"><code>', html)) == sum(
+        len(group["devices"]) for group in groups
+    )
+    assert html.count("<form") == 3  # sign out, the filter, and one form for every group's button
