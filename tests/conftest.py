@@ -9,8 +9,10 @@ import pytest
 
 from passthrough.treebuilder import HostSpec, write_tree
 
-# start_worker: a real Celery worker process on a test tree (tests/worker_support.py).
-pytest_plugins = ["tests.worker_support"]
+# start_worker: a real Celery worker process on a test tree (tests/worker_support.py);
+# signed-in clients, snapshots and the live server for page tests (tests/web_support.py).
+pytest.register_assert_rewrite("tests.web_support", "tests.worker_support")
+pytest_plugins = ["tests.worker_support", "tests.web_support"]
 
 
 @pytest.fixture

@@ -18,10 +18,8 @@ import pytest
 from passthrough import realworld
 from passthrough.inventory import scan
 from passthrough.treebuilder import write_tree
-from tests.worker_support import requires_redis
-
-pytest.register_assert_rewrite("tests.web_support")
 from tests.web_support import DUO_GPU, DUO_GPU_AUDIO, PASSWORD, make_user  # noqa: E402
+from tests.worker_support import requires_redis
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"

@@ -14,12 +14,9 @@ import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from tests.web_support import DUO_GPU, DUO_GPU_GROUP, make_user, signed_in  # noqa: E402
 from webui.hosts.models import Host
 from webui.jobs.models import Job, State
-
-pytest.register_assert_rewrite("tests.web_support")
-pytest_plugins = ["tests.web_support"]
-from tests.web_support import DUO_GPU, DUO_GPU_GROUP, make_user, signed_in  # noqa: E402
 
 PAGE = "page"  # GET for every signed-in user, 405 for POST
 ACTION = "action"  # POST for operators only, 405 for GET

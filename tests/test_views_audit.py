@@ -13,9 +13,6 @@ from django.utils import timezone
 
 from webui.audit.models import AuditEvent, record
 
-pytest.register_assert_rewrite("tests.web_support")
-pytest_plugins = ["tests.web_support"]
-
 AUDIT = reverse("audit")
 
 

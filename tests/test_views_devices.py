@@ -7,10 +7,6 @@ import gzip
 import pytest
 from django.urls import reverse
 
-from webui.jobs.models import Job, State
-
-pytest.register_assert_rewrite("tests.web_support")
-pytest_plugins = ["tests.web_support"]
 from tests.web_support import (  # noqa: E402
     DUO_CHIPSET_GROUP,
     DUO_GPU,
@@ -19,6 +15,7 @@ from tests.web_support import (  # noqa: E402
     DUO_NVME,
     DUO_NVME_GROUP,
 )
+from webui.jobs.models import Job, State
 
 GROUPS = reverse("groups", kwargs={"host": "duo"})
 

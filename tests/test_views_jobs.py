@@ -7,12 +7,9 @@ import time
 import pytest
 from django.urls import reverse
 
+from tests.web_support import DUO_GPU, DUO_GPU_AUDIO, DUO_GPU_GROUP  # noqa: E402
 from webui.hosts.models import Host
 from webui.jobs.models import Job, State
-
-pytest.register_assert_rewrite("tests.web_support")
-pytest_plugins = ["tests.web_support"]
-from tests.web_support import DUO_GPU, DUO_GPU_AUDIO, DUO_GPU_GROUP  # noqa: E402
 
 NOW = time.time()
 

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
 from django.test import Client
 from django.urls import reverse
 
 from webui.hosts.models import Host
-
-pytest.register_assert_rewrite("tests.web_support")
-pytest_plugins = ["tests.web_support"]
 
 
 def test_one_host_has_no_switcher_and_two_have_one(duo, viewer_client):

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
 from django.urls import reverse
 
 from passthrough import realworld
-from webui.jobs.models import Job
-
-pytest.register_assert_rewrite("tests.web_support")
-pytest_plugins = ["tests.web_support"]
 from tests.web_support import no_iommu_host, snapshot_host  # noqa: E402
+from webui.jobs.models import Job
 
 
 def test_a_ready_host_says_so_on_top_with_each_check(duo, viewer_client):

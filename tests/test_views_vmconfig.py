@@ -8,9 +8,6 @@ import pytest
 from django.urls import reverse
 
 from passthrough.configgen import TARGETS
-
-pytest.register_assert_rewrite("tests.web_support")
-pytest_plugins = ["tests.web_support"]
 from tests.web_support import DUO_GPU  # noqa: E402
 
 VMCONFIG = reverse("vmconfig", kwargs={"host": "duo"})

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
 from django.urls import reverse
 
-from webui.jobs.models import GroupLock, Job, State
-from webui.wizard.models import WizardState
-
-pytest.register_assert_rewrite("tests.web_support")
-pytest_plugins = ["tests.web_support"]
 from tests.web_support import (  # noqa: E402
     DUO_CHIPSET_GROUP,
     DUO_GPU,
@@ -18,6 +12,8 @@ from tests.web_support import (  # noqa: E402
     no_iommu_host,
     snapshot_host,
 )
+from webui.jobs.models import GroupLock, Job, State
+from webui.wizard.models import WizardState
 
 
 def step(number: int, host: str = "duo") -> str:

@@ -92,31 +92,22 @@ def duo(db: None, tmp_path: Path) -> Host:
 @pytest.fixture
 def test_broker() -> Iterator[None]:
     """Tasks go to the test Redis database, where no worker takes them: jobs stay queued."""
-    from tests.worker_support import flush_test_redis, redis_available, use_test_broker
-    from webui.celery import app
+    from tests.worker_support import flush_test_redis, point_broker, redis_available, redis_url
 
     if not redis_available():
         pytest.skip("needs Redis at REDIS_URL (scripts/test starts one)")
-    before = app.conf.broker_url
-    use_test_broker()
+    before = point_broker(redis_url())
     flush_test_redis()
     yield
     flush_test_redis()
-    app.conf.broker_url = before
-    app._pool = None
-    app.amqp._producer_pool = None
+    point_broker(before)
 
 
 @pytest.fixture
 def dead_broker() -> Iterator[None]:
     """The Celery app pointed at a port where nothing listens, as when Redis is down."""
-    from webui.celery import app
+    from tests.worker_support import point_broker
 
-    before = app.conf.broker_url
-    app.conf.broker_url = "redis://127.0.0.1:1/0"
-    app._pool = None
-    app.amqp._producer_pool = None
+    before = point_broker("redis://127.0.0.1:1/0")
     yield
-    app.conf.broker_url = before
-    app._pool = None
-    app.amqp._producer_pool = None
+    point_broker(before)

@@ -128,11 +128,6 @@ def point_broker(url: str) -> str:
     return previous
 
 
-def use_test_broker() -> None:
-    """Send this process's tasks to the test Redis database, never to the one the app uses."""
-    point_broker(redis_url())
-
-
 def flush_test_redis() -> None:
     import redis
 
@@ -152,7 +147,7 @@ def wait_for_job(job, timeout: float = 30):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def start_worker(transactional_db, tmp_path):  # type: ignore[no-untyped-def]
     """start_worker(root, hostname="testhost") -> LiveWorker; every worker stops at the end."""
-    use_test_broker()
+    previous = point_broker(redis_url())
     flush_test_redis()
     workers: list[LiveWorker] = []
 
@@ -164,3 +159,4 @@ def start_worker(transactional_db, tmp_path):  # type: ignore[no-untyped-def]
     yield start
     for worker in workers:
         worker.stop()
+    point_broker(previous)
