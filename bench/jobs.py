@@ -38,7 +38,9 @@ def _percentile(values: list[float], fraction: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=200)
-    parser.add_argument("--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0] + "/12")
+    parser.add_argument(
+        "--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0] + "/12"
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="pw-bench-jobs-"))
@@ -80,7 +82,7 @@ def main() -> None:
         ),
         workdir / "host",
     )  # fmt: skip
-    log = open(workdir / "worker.log", "wb")
+    log = open(workdir / "worker.log", "wb")  # noqa: SIM115 - the worker writes it until the end
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "webui", "worker", "-Q", "host.benchhost", "-c", "1",
          "--without-heartbeat", "--without-mingle", "--without-gossip", "-l", "WARNING"],
@@ -95,7 +97,13 @@ def main() -> None:
         host = Host.objects.get(name="benchhost")
 
         def run(action: str) -> Job:
-            job = submit(host=host, action=action, targets=["0000:01:00.0"], parameters={"release_console": False} if action == "bind_vfio" else {}, actor="bench")
+            job = submit(
+                host=host,
+                action=action,
+                targets=["0000:01:00.0"],
+                parameters={"release_console": False} if action == "bind_vfio" else {},
+                actor="bench",
+            )
             while True:
                 job.refresh_from_db()
                 if job.is_finished:
@@ -117,12 +125,15 @@ def main() -> None:
     finally:
         worker.terminate()
         worker.wait(timeout=20)
+        log.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
     print(f"{len(totals)} bind jobs (GPU + audio group) through Redis and a real worker, kernel double on a tree")
     print(f"total per job      p50 {statistics.median(totals):7.1f} ms   p95 {_percentile(totals, 0.95):7.1f} ms")
     print(f"sysfs work (steps) p50 {statistics.median(sysfs):7.1f} ms   p95 {_percentile(sysfs, 0.95):7.1f} ms")
-    print(f"job overhead       p50 {statistics.median(overheads):7.1f} ms   p95 {_percentile(overheads, 0.95):7.1f} ms   (target p50 <= 25 ms)")
+    print(
+        f"job overhead       p50 {statistics.median(overheads):7.1f} ms   p95 {_percentile(overheads, 0.95):7.1f} ms   (target p50 <= 25 ms)"
+    )
 
 
 if __name__ == "__main__":

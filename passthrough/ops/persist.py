@@ -140,11 +140,12 @@ def plan_persist_binding(
         current = inventory.device(address)
         native = natives.get(address) or bindings.get(address) or (current.driver if current else None)
         if native == VFIO:
-            native = None
-        if native is None:
             plan.notes.append(
                 f"The native driver of {address} is not known (it is on vfio-pci now); no softdep is written for it."
             )
+            native = None
+        elif native is None:
+            plan.notes.append(f"{address} has no driver on the host, so no softdep is needed for it.")
         bindings[address] = native
     return _binding_plan(tree, plan, bindings)
 

@@ -1,9 +1,10 @@
 """Submitting jobs: save the row, take the group lock, audit the request, then enqueue.
 
-The web process never acts on hardware. It checks what it can against the host's latest
-snapshot (so a user hears "this group is not viable" at once), saves a queued Job, and
-sends a task carrying only JSON primitives to that host's own queue. The root worker
-validates everything again against the live sysfs before it writes anything.
+The web process never acts on hardware. The views check what they can against the host's
+latest snapshot first (so a user hears "this group is not viable" at once); this module
+saves a queued Job, takes the group's lock, audits the request and sends a task carrying
+only JSON primitives to that host's own queue. The root worker validates everything again
+against the live sysfs before it writes anything.
 """
 
 from __future__ import annotations
