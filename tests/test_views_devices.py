@@ -215,3 +215,77 @@ def test_a_1024_function_host_lists_every_group_with_every_member_on_one_page(db
         len(group["devices"]) for group in groups
     )
     assert html.count("<form") == 3  # sign out, the filter, and one form for every group's button
+
+
+# Reset and SR-IOV from the device page ------------------------------------------------------
+
+
+@pytest.fixture
+def e810(db, tmp_path):
+    from passthrough import realworld
+    from tests.web_support import snapshot_host
+
+    host, _ = snapshot_host("e810", realworld.prometheus_e810(numvfs=2), tmp_path / "e810")
+    return host
+
+
+def test_a_device_under_its_host_driver_is_not_offered_a_reset(duo, operator_client, test_broker):
+    nic = "0000:03:00.0"  # the I211 on igb
+    page = operator_client.get(reverse("device", kwargs={"host": "duo", "address": nic})).content.decode()
+    assert "resetting a device under its host driver is unsafe" in page
+    response = operator_client.post(reverse("reset_device", kwargs={"host": "duo", "address": nic}), follow=True)
+    assert "was not reset" in response.content.decode()
+    assert not Job.objects.exists()
+
+
+@pytest.fixture
+def vfio_gpu(db, tmp_path):
+    from passthrough.treebuilder import FunctionSpec, HostSpec
+    from tests.web_support import snapshot_host
+
+    spec = HostSpec(
+        functions=[
+            FunctionSpec("0000:00:01.0", "8086", "1901", "060400", driver="pcieport", iommu_group=2),
+            FunctionSpec("0000:01:00.0", "10de", "1d01", "030000", driver="vfio-pci", iommu_group=2, parent="0000:00:01.0", reset_methods=["flr", "bus"]),
+        ]
+    )  # fmt: skip
+    host, _ = snapshot_host("vfiohost", spec, tmp_path / "vfiohost")
+    return host
+
+
+def test_a_reset_with_a_listed_method_becomes_a_job(vfio_gpu, operator_client, test_broker):
+    gpu = "0000:01:00.0"
+    page = operator_client.get(reverse("device", kwargs={"host": "vfiohost", "address": gpu})).content.decode()
+    assert "Reset this device" in page and '<option value="bus">bus</option>' in page
+    response = operator_client.post(
+        reverse("reset_device", kwargs={"host": "vfiohost", "address": gpu}), {"method": "bus"}
+    )
+    job = Job.objects.get()
+    assert response.status_code == 302 and response.url == reverse("job", kwargs={"pk": job.pk})
+    assert (job.action, job.targets, job.parameters) == ("reset", [gpu], {"method": "bus"})
+
+
+def test_an_unlisted_reset_method_is_refused_in_words(vfio_gpu, operator_client, test_broker):
+    url = reverse("reset_device", kwargs={"host": "vfiohost", "address": "0000:01:00.0"})
+    response = operator_client.post(url, {"method": "../../reset"}, follow=True)
+    assert "Pick one of the reset methods the device lists" in response.content.decode()
+    assert not Job.objects.exists()
+
+
+def test_setting_vfs_becomes_a_job_and_out_of_range_counts_are_refused(e810, operator_client, test_broker):
+    url = reverse("set_vfs", kwargs={"host": "e810", "address": "0000:a2:00.0"})
+    for bad in ("129", "-1", "lots", ""):
+        page = operator_client.post(url, {"count": bad}, follow=True).content.decode()
+        assert "from 0 to 128" in page, bad
+    assert not Job.objects.exists()
+    operator_client.post(url, {"count": "8"})
+    job = Job.objects.get()
+    assert (job.action, job.parameters) == ("set_sriov_vfs", {"count": 8})
+
+
+def test_a_function_without_sriov_gets_no_vf_job(duo, operator_client, test_broker):
+    page = operator_client.post(
+        reverse("set_vfs", kwargs={"host": "duo", "address": DUO_GPU}), {"count": "2"}, follow=True
+    )
+    assert "not an SR-IOV physical function" in page.content.decode()
+    assert not Job.objects.exists()

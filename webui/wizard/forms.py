@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.core.validators import MaxValueValidator
 
 from passthrough.configgen import TARGETS
 from passthrough.configgen.spec import FIRMWARES, MACHINES
@@ -29,6 +30,25 @@ class BindForm(forms.Form):
 
     confirm = forms.CharField(required=False, max_length=200)
     release_console = forms.BooleanField(required=False)
+
+
+class ResetForm(forms.Form):
+    """A reset: the kernel's choice (empty) or one of the methods the device lists."""
+
+    method = forms.ChoiceField(required=False)
+
+    def __init__(self, *args: Any, methods: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["method"].choices = [("", "the kernel's choice"), *((method, method) for method in methods)]
+
+
+class SriovForm(forms.Form):
+    count = forms.IntegerField(min_value=0, label="Virtual functions")
+
+    def __init__(self, *args: Any, total: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["count"].max_value = total
+        self.fields["count"].validators.append(MaxValueValidator(total))
 
 
 class VmConfigForm(forms.Form):

@@ -8,10 +8,12 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from passthrough.inventory import PciFunction
 from webui.accounts.decorators import operator_required
+from webui.hosts.models import Host
 from webui.wizard import snapshots
 from webui.wizard.catalog import group_card
-from webui.wizard.forms import BindForm
+from webui.wizard.forms import BindForm, ResetForm, SriovForm
 from webui.wizard.views.common import get_host, host_page, parse_address_or_404, run_job
 
 
@@ -34,8 +36,68 @@ def device(request: HttpRequest, host: str, address: str) -> HttpResponse:
         virtfns=[inventory.device(a) for a in function.virtfns if inventory.device(a)],
         physfn=inventory.device(function.physfn) if function.physfn else None,
         bridges=[inventory.device(a) for a in function.bridges if inventory.device(a)],
+        reset_blocked=reset_blocked(function),
+        reset_form=ResetForm(methods=function.reset_methods or []),
+        sriov_form=SriovForm(initial={"count": function.sriov_numvfs or 0}, total=function.sriov_totalvfs or 0),
     )
     return render(request, "hosts/device.html", context)
+
+
+def reset_blocked(function: PciFunction) -> str | None:
+    """Why the page offers no reset for this function (the worker checks again), or None."""
+    if function.is_bridge:
+        return "Bridges are not reset from here: a bus reset would take every device below with it."
+    if function.driver not in (None, "vfio-pci"):
+        return f"It is bound to {function.driver}: resetting a device under its host driver is unsafe. Bind it to vfio-pci first."
+    if function.reset_methods == [] or (function.reset_methods is None and function.has_reset is False):
+        return "The kernel lists no way to reset it."
+    return None
+
+
+def _function_or_404(host: Host, address: str) -> PciFunction:
+    wanted = parse_address_or_404(address)
+    snapshot = snapshots.latest(host)
+    function = snapshots.inventory_of(snapshot).device(wanted) if snapshot else None
+    if function is None:
+        raise Http404(f"There is no PCI function {wanted} on {host.name} in its latest snapshot.")
+    return function
+
+
+@require_POST
+@operator_required
+def reset_device(request: HttpRequest, host: str, address: str) -> HttpResponse:
+    found = get_host(request, host)
+    function = _function_or_404(found, address)
+    back = reverse("device", kwargs={"host": found.name, "address": function.address})
+    form = ResetForm(request.POST, methods=function.reset_methods or [])
+    blocked = reset_blocked(function)
+    if blocked or not form.is_valid():
+        reason = blocked or "Pick one of the reset methods the device lists, or the kernel's choice."
+        messages.error(request, f"{function.address} was not reset: {reason}")
+        return redirect(back)
+    method = form.cleaned_data["method"] or None
+    job = run_job(request, host=found, action="reset", targets=[function.address], parameters={"method": method})
+    return redirect("job", pk=job.pk) if job else redirect(back)
+
+
+@require_POST
+@operator_required
+def set_vfs(request: HttpRequest, host: str, address: str) -> HttpResponse:
+    found = get_host(request, host)
+    function = _function_or_404(found, address)
+    back = reverse("device", kwargs={"host": found.name, "address": function.address})
+    if not function.sriov_totalvfs:
+        messages.error(
+            request, f"{function.address} is not an SR-IOV physical function: it has no virtual functions to set."
+        )
+        return redirect(back)
+    form = SriovForm(request.POST, total=function.sriov_totalvfs)
+    if not form.is_valid():
+        messages.error(request, f"Give a number of virtual functions from 0 to {function.sriov_totalvfs}.")
+        return redirect(back)
+    count = form.cleaned_data["count"]
+    job = run_job(request, host=found, action="set_sriov_vfs", targets=[function.address], parameters={"count": count})
+    return redirect("job", pk=job.pk) if job else redirect(back)
 
 
 @require_POST
