@@ -138,6 +138,11 @@ def plan_persist_binding(
     bindings = persisted_bindings(tree)
     for address in endpoints:
         current = inventory.device(address)
+        if address in natives and natives[address] is None:
+            # The caller knows it had no driver before it went to vfio-pci: nothing to softdep.
+            plan.notes.append(f"{address} had no driver on the host, so no softdep is needed for it.")
+            bindings[address] = None
+            continue
         native = natives.get(address) or bindings.get(address) or (current.driver if current else None)
         if native == VFIO:
             plan.notes.append(

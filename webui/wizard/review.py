@@ -167,6 +167,7 @@ def review(inventory: Inventory, address: str, readiness: dict[str, Any]) -> Rev
         risks=_risks(inventory, card, moves, companions, readiness),
         undo=_undo(moves),
         cmdline=cmdline_edits(readiness),
+        # None says "no driver before": the plan then writes no softdep instead of guessing.
         native_drivers={function.address: function.driver for function in moves if function.driver != VFIO},
     )
 
