@@ -14,26 +14,12 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from passthrough.address import is_address, normalize
+from webui.audit import chain
 from webui.audit.models import AuditEvent, verify_chain
 from webui.wizard.forms import AuditFilterForm
 
-EXPORT_FIELDS = (
-    "id",
-    "created",
-    "actor",
-    "source",
-    "host",
-    "action",
-    "targets",
-    "parameters",
-    "state_before",
-    "state_after",
-    "result",
-    "error",
-    "job_id",
-    "prev_hash",
-    "hash",
-)
+# Every field the hash covers, then the chain's own two: an export can be verified offline.
+EXPORT_FIELDS = (*chain.HASHED_FIELDS, "prev_hash", "hash")
 
 
 def filtered_events(form: AuditFilterForm) -> QuerySet[AuditEvent]:
