@@ -155,7 +155,8 @@ class HostTree:
         return f"HostTree({self.root!r})"
 
 
-def read_text(path: str, limit: int = 65536) -> str | None:
+def read_text(path: str, limit: int = 4096) -> str | None:
+    """Stripped text of one file, or None. The default limit is a sysfs attribute's (one page)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

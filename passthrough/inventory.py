@@ -14,7 +14,9 @@ from typing import Any
 
 from passthrough import pciids
 from passthrough.address import PciAddress, is_address
+from passthrough.errors import UnknownDevice
 from passthrough.host import PCI_DEVICES, HostTree, as_tree
+from passthrough.host import read_text as _read_attribute
 
 # Attributes read for every function; the benchmark's raw-read floor reads the same list.
 ID_ATTRIBUTES = ("vendor", "device", "class", "revision", "subsystem_vendor", "subsystem_device")
@@ -172,6 +174,17 @@ class Inventory:
     def device(self, address: str) -> PciFunction | None:
         return self._by_address.get(address)
 
+    def require(self, address: str) -> PciFunction:
+        """The function at ``address``, or :class:`UnknownDevice` saying where it was looked for."""
+        function = self._by_address.get(address)
+        if function is None:
+            raise UnknownDevice(
+                f"There is no PCI function {address} on this host.",
+                path=f"{self.root.rstrip('/')}/{PCI_DEVICES}",
+                hint="Rescan the host and pick the device from the current list; addresses change when cards move.",
+            )
+        return function
+
     def group(self, group_id: int | None) -> IommuGroup | None:
         return None if group_id is None else self._groups.get(group_id)
 
@@ -222,19 +235,6 @@ def scan(tree: HostTree | str | os.PathLike[str]) -> Inventory:
     return Inventory(devices=functions, groups=groups, host_critical=host_critical, root=tree.root)
 
 
-def _read(path: str) -> str | None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        return os.read(fd, 4096).decode("ascii", "replace").strip()
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
 def _hex(value: str | None, width: int) -> str | None:
     """``0x10de`` -> ``10de``; anything that is not hex -> None."""
     if not value:
@@ -268,7 +268,7 @@ def _read_function(tree: HostTree, devices_dir: str, name: str, names: pciids.Pc
         present = set(os.listdir(base))
     except OSError:
         present = set()
-    values = {attribute: _read(base + attribute) for attribute in ID_ATTRIBUTES}
+    values = {attribute: _read_attribute(base + attribute) for attribute in ID_ATTRIBUTES}
     function = PciFunction(
         address=name,
         vendor_id=_hex(values["vendor"], 4),
@@ -291,21 +291,21 @@ def _read_function(tree: HostTree, devices_dir: str, name: str, names: pciids.Pc
         # sys/bus/pci/drivers (hwloc's) still records which driver held the function.
         function.driver = _link_name(base + "driver")
     if "driver_override" in present:
-        override = _read(base + "driver_override")
+        override = _read_attribute(base + "driver_override")
         function.driver_override = None if override in (None, "", "(null)") else override
     if "iommu_group" in present:
         function.iommu_group = _int(_link_name(base + "iommu_group"))
     if "reset_method" in present:
-        methods = _read(base + "reset_method")
+        methods = _read_attribute(base + "reset_method")
         function.reset_methods = None if methods is None else methods.split()
     # Without the reset_method attribute (kernels before 5.15) the reset file alone tells.
     function.has_reset = "reset" in present if present else None
     if "boot_vga" in present:
-        boot_vga = _read(base + "boot_vga")
+        boot_vga = _read_attribute(base + "boot_vga")
         function.boot_vga = None if boot_vga not in ("0", "1") else boot_vga == "1"
     if "sriov_totalvfs" in present:
-        function.sriov_totalvfs = _int(_read(base + "sriov_totalvfs"))
-        function.sriov_numvfs = _int(_read(base + "sriov_numvfs"))
+        function.sriov_totalvfs = _int(_read_attribute(base + "sriov_totalvfs"))
+        function.sriov_numvfs = _int(_read_attribute(base + "sriov_numvfs"))
         virtfns = sorted(
             (entry for entry in present if entry.startswith("virtfn")), key=lambda entry: int(entry[6:] or 0)
         )
@@ -313,12 +313,12 @@ def _read_function(tree: HostTree, devices_dir: str, name: str, names: pciids.Pc
     if "physfn" in present:
         function.physfn = _link_name(base + "physfn")
     if "current_link_speed" in present:
-        function.current_link_speed = _speed(_read(base + "current_link_speed"))
-        function.current_link_width = _width(_read(base + "current_link_width"))
-        function.max_link_speed = _speed(_read(base + "max_link_speed"))
-        function.max_link_width = _width(_read(base + "max_link_width"))
+        function.current_link_speed = _speed(_read_attribute(base + "current_link_speed"))
+        function.current_link_width = _width(_read_attribute(base + "current_link_width"))
+        function.max_link_speed = _speed(_read_attribute(base + "max_link_speed"))
+        function.max_link_width = _width(_read_attribute(base + "max_link_width"))
     if "numa_node" in present:
-        node = _int(_read(base + "numa_node"))
+        node = _int(_read_attribute(base + "numa_node"))
         # -1 is the kernel's way of saying firmware gave no locality.
         function.numa_node = node if node is not None and node >= 0 else None
 

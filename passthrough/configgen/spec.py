@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from passthrough.address import PciAddress
-from passthrough.errors import PassthroughError, UnknownDevice
+from passthrough.errors import PassthroughError
 
 if TYPE_CHECKING:
     from passthrough.inventory import Inventory, PciFunction
@@ -170,14 +170,7 @@ class VmSpec:
 
 
 def require_function(inventory: Inventory, address: str) -> PciFunction:
-    function = inventory.device(address)
-    if function is None:
-        raise UnknownDevice(
-            f"There is no PCI function {address} on this host.",
-            path=f"{inventory.root.rstrip('/')}/sys/bus/pci/devices",
-            hint="Pick an address from the inventory; it may have moved after a hardware change.",
-        )
-    return function
+    return inventory.require(address)
 
 
 def _validate_device(device: PassedDevice, function: PciFunction) -> None:

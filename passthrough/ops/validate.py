@@ -12,7 +12,7 @@ from typing import Any
 
 from passthrough import isolation
 from passthrough.address import PciAddress
-from passthrough.errors import InvalidAddress, UnknownDevice
+from passthrough.errors import InvalidAddress
 from passthrough.host import IOMMU_GROUPS, HostTree
 from passthrough.inventory import Inventory, IommuGroup, PciFunction
 from passthrough.ops.errors import (
@@ -115,14 +115,7 @@ def parse_previous_drivers(value: Any, members: list[str]) -> dict[str, str | No
 
 
 def require_device(inventory: Inventory, address: str) -> PciFunction:
-    function = inventory.device(address)
-    if function is None:
-        raise UnknownDevice(
-            f"There is no PCI function {address} on this host.",
-            path=f"{inventory.root.rstrip('/')}/sys/bus/pci/devices/{address}",
-            hint="Rescan the host and pick the device from the current list; addresses change when cards move.",
-        )
-    return function
+    return inventory.require(address)
 
 
 def require_group(tree: HostTree, inventory: Inventory, function: PciFunction) -> IommuGroup:
