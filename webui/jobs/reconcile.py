@@ -12,7 +12,6 @@ own state check.
 from __future__ import annotations
 
 import logging
-import time
 
 from django.db import transaction
 from django.utils import timezone
@@ -25,8 +24,8 @@ from passthrough.ops.result import Recorder
 from passthrough.ops.sysfs import functions_state, put_back
 from webui.audit.models import record
 from webui.hosts.models import Host, Snapshot
-from webui.hosts.snapshots import take_snapshot
 from webui.jobs.models import Action, GroupLock, Job, State
+from webui.jobs.runner import snapshot_step
 
 logger = logging.getLogger(__name__)
 
@@ -140,14 +139,7 @@ def close_interrupted(job: Job, tree: HostTree) -> Job:
     result.outcome = outcome
     result.steps = []  # already in `steps`
 
-    step = Step(name="snapshot", target=job.host.name, started=time.time())
-    try:
-        snapshot = take_snapshot(job.host, tree, Snapshot.Source.JOB, reason=f"after reconciling job {job.pk}")
-        step.ok, step.detail = True, "host read back"
-    except Exception as error:  # the closing matters more than the picture
-        snapshot, step.ok, step.detail = None, False, f"Could not read the host back: {error}"
-    step.finished = time.time()
-    steps.append(step.to_json())
+    snapshot = snapshot_step(job, tree, progress, reason=f"after reconciling job {job.pk}")
 
     with transaction.atomic():
         Job.objects.filter(pk=job.pk).update(

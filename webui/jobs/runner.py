@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -63,7 +64,7 @@ class _StepWriter:
         self.first = len(self.steps)
         self.index: dict[int, int] = {}
 
-    def __call__(self, step: Step) -> None:
+    def __call__(self, step: Step) -> None:  # a Progress callback, as passthrough.ops calls it
         position = self.index.get(id(step))
         if position is None:
             self.index[id(step)] = len(self.steps)
@@ -71,9 +72,6 @@ class _StepWriter:
         else:
             self.steps[position] = step.to_json()
         Job.objects.filter(pk=self.job.pk).update(steps=self.steps)
-
-    def add(self, step: Step) -> None:
-        self(step)
 
 
 def _matches(job: Job, action: str, arguments: dict[str, Any]) -> str | None:
@@ -128,7 +126,7 @@ def execute(job: Job, tree: HostTree, source: str = "worker") -> Job:
         error_text = _error_text(result)
         message = _message(job, result)
 
-    snapshot = _snapshot_step(job, tree, writer)
+    snapshot = snapshot_step(job, tree, writer, reason=f"after job {job.pk}")
     with transaction.atomic():
         Job.objects.filter(pk=job.pk).update(
             state=state,
@@ -157,18 +155,19 @@ def execute(job: Job, tree: HostTree, source: str = "worker") -> Job:
     return job
 
 
-def _snapshot_step(job: Job, tree: HostTree, writer: _StepWriter) -> Snapshot | None:
+def snapshot_step(job: Job, tree: HostTree, report: Callable[[Step], None], reason: str) -> Snapshot | None:
+    """The step every job ends with: read the host back and store it. Reported as it starts and ends."""
     step = Step(name="snapshot", target=job.host.name, started=time.time())
-    writer.add(step)
+    report(step)
     try:
-        snapshot = take_snapshot(job.host, tree, Snapshot.Source.JOB, reason=f"after job {job.pk}")
+        snapshot = take_snapshot(job.host, tree, Snapshot.Source.JOB, reason=reason)
     except Exception as error:  # the job's own outcome stands; the page says the picture may be stale
         logger.exception("snapshot after job %s failed", job.pk)
         step.ok, step.detail, snapshot = False, f"Could not read the host back: {error}", None
     else:
         step.ok, step.detail = True, f"{len(snapshot.inventory.get('devices', []))} functions read"
     step.finished = time.time()
-    writer.add(step)
+    report(step)
     return snapshot
 
 
