@@ -42,23 +42,21 @@ def _group_for(host: Host, targets: list[str]) -> int | None:
     return None if function is None else function.iommu_group
 
 
-def submit(
+def create_job(
     *,
     host: Host,
     action: str,
     targets: list[str],
     parameters: dict[str, Any] | None = None,
     user: Any = None,
-    actor: str | None = None,
+    actor: str,
+    state: str = State.QUEUED,
 ) -> Job:
-    """Save a queued job and send it to ``host``'s worker. Raises JobRefused or BrokerUnavailable."""
+    """Save a job row and take its IOMMU group's lock, or JobRefused when the group is busy."""
     if action not in Action.values:
         raise JobRefused(f"{action!r} is not a job this app runs.")
     clean_targets = [str(PciAddress.parse(target)) for target in targets]
-    parameters = dict(parameters or {})
-    actor = actor or getattr(user, "username", None) or "anonymous"
     group = _group_for(host, clean_targets) if action != Action.SCAN else None
-
     try:
         with transaction.atomic():
             job = Job.objects.create(
@@ -67,8 +65,10 @@ def submit(
                 actor=actor,
                 action=action,
                 targets=clean_targets,
-                parameters=parameters,
+                parameters=dict(parameters or {}),
                 group=group,
+                state=state,
+                started=timezone.now() if state == State.RUNNING else None,
             )
             if group is not None:
                 GroupLock.objects.create(host=host, group=group, job=job)
@@ -79,6 +79,22 @@ def submit(
             f"IOMMU group {group} on {host.name} already has a job in progress{detail}.",
             hint="Wait for it to finish; its page shows its progress.",
         ) from None
+    return job
+
+
+def submit(
+    *,
+    host: Host,
+    action: str,
+    targets: list[str],
+    parameters: dict[str, Any] | None = None,
+    user: Any = None,
+    actor: str | None = None,
+) -> Job:
+    """Save a queued job and send it to ``host``'s worker. Raises JobRefused or BrokerUnavailable."""
+    actor = actor or getattr(user, "username", None) or "anonymous"
+    job = create_job(host=host, action=action, targets=targets, parameters=parameters, user=user, actor=actor)
+    clean_targets, parameters = job.targets, job.parameters
 
     record(
         actor=actor,

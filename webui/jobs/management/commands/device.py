@@ -14,15 +14,14 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import IntegrityError, transaction
-from django.utils import timezone
 
 from passthrough.address import PciAddress
 from passthrough.errors import PassthroughError
 from webui.hosts.snapshots import this_host
 from webui.hosts.trees import worker_tree
-from webui.jobs.models import Action, GroupLock, Job, State
+from webui.jobs.models import Action, Job, State
 from webui.jobs.runner import execute
+from webui.jobs.service import JobRefused, create_job
 
 VERBS = {
     "bind": Action.BIND_VFIO,
@@ -84,27 +83,16 @@ class Command(BaseCommand):
             raise SystemExit(1)
 
     def _start(self, host: Any, action: str, address: str, parameters: dict[str, Any]) -> Job:
-        snapshot = host.latest_snapshot()
-        function = snapshot.parsed.device(address) if snapshot else None
-        group = function.iommu_group if function else None
         try:
-            with transaction.atomic():
-                job = Job.objects.create(
-                    host=host,
-                    actor=f"shell:{getpass.getuser()}",
-                    action=action,
-                    targets=[address],
-                    parameters=parameters,
-                    group=group,
-                    state=State.RUNNING,
-                    started=timezone.now(),
-                )
-                if group is not None:
-                    GroupLock.objects.create(host=host, group=group, job=job)
-        except IntegrityError:
+            return create_job(
+                host=host,
+                action=action,
+                targets=[address],
+                parameters=parameters,
+                actor=f"shell:{getpass.getuser()}",
+                state=State.RUNNING,
+            )
+        except JobRefused as error:
             raise CommandError(
-                f"IOMMU group {group} already has a job in progress; wait for it, or if its worker died, "
-                "start the worker once so it closes that job.",
-                returncode=1,
+                f"{error.message} If its worker died, start the worker once so it closes that job.", returncode=1
             ) from None
-        return job
