@@ -152,14 +152,18 @@ def _driver_requirements(inventory: Inventory, spec: VmSpec, target: str) -> lis
     return found
 
 
-def comment_block(requirements: list[HostRequirement], root: str, prefix: str) -> list[str]:
-    """The requirement list as comment lines in the target's syntax (``prefix`` is ``# `` etc.)."""
+def comment_block(requirements: list[HostRequirement], root: str) -> list[str]:
+    """The requirement list as the lines of a comment, before the target's comment syntax.
+
+    They quote the host (its path, driver names, pci.ids names in a group's reasons), so a
+    generator writes them only through :mod:`passthrough.configgen.safe`.
+    """
     ready = all(requirement.met is not False for requirement in requirements)
     lines = [
-        f"{prefix}Host requirements, read from the inventory of {root}:",
-        f"{prefix}  {'nothing is known to be missing' if ready else 'NOT READY: fix the MISSING lines first'}",
+        f"Host requirements, read from the inventory of {root}:",
+        f"  {'nothing is known to be missing' if ready else 'NOT READY: fix the MISSING lines first'}",
     ]
     for requirement in requirements:
-        lines.append(f"{prefix}  {MARKS[requirement.met]} {requirement.text}")
-        lines.append(f"{prefix}             {requirement.evidence}")
+        lines.append(f"  {MARKS[requirement.met]} {requirement.text}")
+        lines.append(f"             {requirement.evidence}")
     return lines

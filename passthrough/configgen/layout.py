@@ -136,7 +136,11 @@ def human_size(size: int) -> str:
 
 
 def device_summary(inventory: Inventory, spec: VmSpec) -> list[str]:
-    """One line per passed function: what it is and why it is in the VM."""
+    """One line per passed function: what it is and why it is in the VM.
+
+    Names come from pci.ids and the host; a generator writes these lines only through
+    :mod:`passthrough.configgen.safe`.
+    """
     lines = []
     for device in spec.devices:
         function = inventory.device(device.address)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from passthrough.configgen.hostcheck import comment_block
 from passthrough.configgen.layout import device_summary, guest_slots
+from passthrough.configgen.safe import xml_comment_text, xml_value
 from passthrough.configgen.spec import OVMF_CODE, OVMF_VARS, GeneratedConfig, HostRequirement, VmSpec
 
 if TYPE_CHECKING:
@@ -29,9 +30,11 @@ def _hex(value: int, width: int) -> str:
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attributes: str) -> ET.Element:
-    element = ET.SubElement(parent, tag, attributes)
+    """Every element of the domain is made here, so every value passes :func:`xml_value` once."""
+    checked = {name: xml_value(value, f"<{tag} {name}=...> value") for name, value in attributes.items()}
+    element = ET.SubElement(parent, tag, checked)
     if text is not None:
-        element.text = text
+        element.text = xml_value(text, f"<{tag}> text")
     return element
 
 
@@ -171,8 +174,7 @@ def _x_vga_override(root: ET.Element, aliases: list[str]) -> None:
 
 
 def _comment(lines: list[str]) -> str:
-    # "--" may not appear inside an XML comment.
-    body = "\n".join(line.replace("--", "- -") for line in lines)
+    body = "\n".join(xml_comment_text(line) for line in lines)
     return f"<!--\n{body}\n-->"
 
 
@@ -186,7 +188,7 @@ def generate(inventory: Inventory, spec: VmSpec, requirements: list[HostRequirem
         "Devices passed:",
         *(f"  {line}" for line in device_summary(inventory, spec)),
         "",
-        *comment_block(requirements, inventory.root, ""),
+        *comment_block(requirements, inventory.root),
     ]
     body = ET.tostring(root, encoding="unicode")
     text = _comment(header) + "\n" + body + "\n"

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from passthrough.configgen.hostcheck import comment_block
 from passthrough.configgen.layout import GuestSlot, device_summary, guest_slots
+from passthrough.configgen.safe import comment_lines, exact_value
 from passthrough.configgen.spec import ConfigError, GeneratedConfig, HostRequirement, VmSpec
 
 if TYPE_CHECKING:
@@ -21,6 +22,11 @@ if TYPE_CHECKING:
 
 MAX_HOSTPCI = 16  # qemu-server's $MAX_HOSTPCI_DEVICES
 ROM_DIR = "/usr/share/kvm"
+
+
+def setting(key: str, value: object) -> str:
+    """One ``key: value`` line; every setting is written here, so none can hold a line break."""
+    return f"{key}: {exact_value(str(value), f'Proxmox setting {key}')}"
 
 
 def host_value(inventory: Inventory, slot: GuestSlot) -> str:
@@ -71,7 +77,7 @@ def hostpci_lines(inventory: Inventory, spec: VmSpec) -> tuple[list[str], dict[s
                 f"Proxmox reads ROM files from {ROM_DIR} only: copy {rom.rom_file} to "
                 f"{ROM_DIR}/{posixpath.basename(rom.rom_file)}."
             )
-        lines.append(f"hostpci{index}: " + ",".join(options))
+        lines.append(setting(f"hostpci{index}", ",".join(options)))
     notes["hostpciN"] = (
         "One entry per physical device. bb:dd passes every function of the device on one guest slot "
         "(multifunction); bb:dd.f passes one function."
@@ -96,15 +102,20 @@ def generate(inventory: Inventory, spec: VmSpec, requirements: list[HostRequirem
         "# Save as /etc/pve/qemu-server/<VMID>.conf for a new VMID, then add a disk in the web UI.",
         "#",
         "# Devices passed:",
-        *(f"#   {line}" for line in device_summary(inventory, spec)),
+        *comment_lines(device_summary(inventory, spec), "#   "),
         "#",
-        *comment_block(requirements, inventory.root, "# "),
+        *comment_lines(comment_block(requirements, inventory.root)),
     ]
     if spec.firmware == "ovmf":
         lines.append("# OVMF keeps its UEFI variables on an EFI disk; create it with")
         lines.append("#   qm set <VMID> --efidisk0 local-lvm:1,efitype=4m,pre-enrolled-keys=0")
         notes["efidisk0"] = "OVMF needs a small disk for its UEFI variables; `qm set` creates it on your storage."
-    lines += [f"name: {spec.name}", f"memory: {spec.memory_mib}", "sockets: 1", f"cores: {spec.vcpus}"]
+    lines += [
+        setting("name", spec.name),
+        setting("memory", spec.memory_mib),
+        setting("sockets", 1),
+        setting("cores", spec.vcpus),
+    ]
     cpu = ["host"]
     if spec.hide_kvm:
         cpu.append("hidden=1")
@@ -115,20 +126,20 @@ def generate(inventory: Inventory, spec: VmSpec, requirements: list[HostRequirem
             "The Hyper-V vendor string the guest sees instead of 'Microsoft Hv'; Proxmox turns the Hyper-V "
             "enlightenments that carry it on for Windows guests (ostype win10/win11)."
         )
-    lines.append("cpu: " + ",".join(cpu))
+    lines.append(setting("cpu", ",".join(cpu)))
     if spec.machine == "q35":
-        lines.append("machine: q35")
+        lines.append(setting("machine", "q35"))
         notes["machine: q35"] = "The PCI Express chipset; pcie=1 needs it. Proxmox's default is i440fx."
     if spec.firmware == "ovmf":
-        lines.append("bios: ovmf")
+        lines.append(setting("bios", "ovmf"))
         notes["bios: ovmf"] = "UEFI firmware; modern GPUs boot through their UEFI ROM. Proxmox's default is SeaBIOS."
     if spec.hugepages:
-        lines.append("hugepages: 2")
+        lines.append(setting("hugepages", 2))
         notes["hugepages: 2"] = (
             "Guest RAM from 2 MiB huge pages, which make vfio's pinning cheaper; reserve them first (vm.nr_hugepages)."
         )
     if spec.primary is not None:
-        lines.append("vga: none")
+        lines.append(setting("vga", "none"))
         notes["vga: none"] = "No emulated display: the passed GPU is the guest's screen."
     lines += hostpci
     return GeneratedConfig(

@@ -1,17 +1,17 @@
 """A runnable ``sh`` script that starts QEMU with the devices passed through.
 
-One QEMU option (with its value) per line, each token quoted with :func:`shlex.quote`,
+One QEMU option (with its value) per line, each token a :func:`~passthrough.configgen.safe.shell_word`,
 joined by backslash continuations; ``"$@"`` at the end appends whatever the user adds
 (a disk, a network card), so the script stays the single place the VM is defined.
 """
 
 from __future__ import annotations
 
-import shlex
 from typing import TYPE_CHECKING
 
 from passthrough.configgen.hostcheck import comment_block
 from passthrough.configgen.layout import GuestSlot, device_summary, guest_slots
+from passthrough.configgen.safe import comment_lines, shell_word
 from passthrough.configgen.spec import OVMF_CODE, OVMF_VARS, ConfigError, GeneratedConfig, HostRequirement, VmSpec
 
 if TYPE_CHECKING:
@@ -153,7 +153,9 @@ def _placement(spec: VmSpec, slot: GuestSlot, lines: list[list[str]]) -> tuple[s
 def render(lines: list[list[str]]) -> str:
     """``exec qemu ... \\`` with one quoted option per line, ending in ``"$@"``."""
     rendered = [f"exec {EMULATOR} \\"]
-    rendered += ["  " + " ".join(shlex.quote(token) for token in line) + " \\" for line in lines]
+    rendered += [
+        "  " + " ".join(shell_word(token, f"QEMU argument of {line[0]}") for token in line) + " \\" for line in lines
+    ]
     rendered.append('  "$@"')
     return "\n".join(rendered)
 
@@ -166,17 +168,18 @@ def generate(inventory: Inventory, spec: VmSpec, requirements: list[HostRequirem
         f"# Run as root: sh {spec.name}.sh [more QEMU arguments, e.g. -drive file=disk.qcow2,if=virtio]",
         "#",
         "# Devices passed:",
-        *(f"#   {line}" for line in device_summary(inventory, spec)),
+        *comment_lines(device_summary(inventory, spec), "#   "),
         "#",
-        *comment_block(requirements, inventory.root, "# "),
+        *comment_lines(comment_block(requirements, inventory.root)),
         "",
         "set -e",
     ]
     if spec.firmware == "ovmf":
-        vars_file = shlex.quote(vars_path(spec))
+        vars_file = shell_word(vars_path(spec), "UEFI variable store")
         header.append("# This VM's own UEFI variable store, copied once from the template.")
         header.append(
-            f"[ -e {vars_file} ] || {{ mkdir -p {shlex.quote(VARS_DIR)} && cp {shlex.quote(OVMF_VARS)} {vars_file}; }}"
+            f"[ -e {vars_file} ] || {{ mkdir -p {shell_word(VARS_DIR, 'directory')} && "
+            f"cp {shell_word(OVMF_VARS, 'OVMF template')} {vars_file}; }}"
         )
     text = "\n".join(header) + "\n" + render(lines) + "\n"
     return GeneratedConfig(

@@ -19,6 +19,7 @@ from passthrough.configgen.layout import (
     large_bar_bytes,
     next_power_of_two,
 )
+from passthrough.configgen.safe import comment_lines, comment_text, vmx_value
 from passthrough.configgen.spec import GeneratedConfig, HostRequirement, VmSpec
 
 if TYPE_CHECKING:
@@ -60,8 +61,9 @@ def mmio_size_gb(inventory: Inventory, spec: VmSpec) -> int | None:
     return DEFAULT_MMIO_GB if gpus else None
 
 
-def _quote(value: str) -> str:
-    return '"' + value.replace('"', "|22") + '"'  # .vmx escapes '"' as |22
+def setting(key: str, value: object) -> str:
+    """One ``key = "value"`` line; every setting is written here, its value escaped as VMware does."""
+    return f"{key} = {vmx_value(value)}"
 
 
 def generate(inventory: Inventory, spec: VmSpec, requirements: list[HostRequirement]) -> GeneratedConfig:
@@ -73,36 +75,36 @@ def generate(inventory: Inventory, spec: VmSpec, requirements: list[HostRequirem
         "# only takes effect after a reboot.",
         "#",
         "# Devices passed:",
-        *(f"#   {line}" for line in device_summary(inventory, spec)),
+        *comment_lines(device_summary(inventory, spec), "#   "),
         "#",
-        *comment_block(requirements, inventory.root, "# "),
+        *comment_lines(comment_block(requirements, inventory.root)),
         "",
-        '.encoding = "UTF-8"',
-        'config.version = "8"',
-        f"displayName = {_quote(spec.name)}",
-        f'memSize = "{spec.memory_mib}"',
-        f'numvcpus = "{spec.vcpus}"',
-        f'firmware = "{"efi" if spec.firmware == "ovmf" else "bios"}"',
+        setting(".encoding", "UTF-8"),
+        setting("config.version", 8),
+        setting("displayName", spec.name),
+        setting("memSize", spec.memory_mib),
+        setting("numvcpus", spec.vcpus),
+        setting("firmware", "efi" if spec.firmware == "ovmf" else "bios"),
         # Passthrough needs all guest memory reserved: the device may DMA anywhere in it.
-        f'sched.mem.min = "{spec.memory_mib}"',
-        f'sched.mem.minSize = "{spec.memory_mib}"',
-        'sched.mem.pin = "TRUE"',
+        setting("sched.mem.min", spec.memory_mib),
+        setting("sched.mem.minSize", spec.memory_mib),
+        setting("sched.mem.pin", "TRUE"),
     ]
     notes["sched.mem.min"] = "ESXi refuses to power on a passthrough VM without its whole memory reserved."
     notes["firmware"] = "efi for OVMF-style UEFI boot (needed for 64-bit MMIO); bios for legacy boot."
     if spec.hugepages:
-        lines.append('sched.mem.lpage.enable1GPage = "TRUE"')
+        lines.append(setting("sched.mem.lpage.enable1GPage", "TRUE"))
         notes["sched.mem.lpage.enable1GPage"] = "ESXi's huge pages: back guest memory with 1 GB pages."
     if spec.hide_kvm:
-        lines.append('hypervisor.cpuid.v0 = "FALSE"')
+        lines.append(setting("hypervisor.cpuid.v0", "FALSE"))
         notes["hypervisor.cpuid.v0"] = (
             "Hides the hypervisor CPUID bit; NVIDIA GeForce drivers before 465 refuse to run when they see it."
         )
 
     size = mmio_size_gb(inventory, spec)
     if size is not None:
-        lines.append('pciPassthru.use64bitMMIO = "TRUE"')
-        lines.append(f'pciPassthru.64bitMMIOSizeGB = "{size}"')
+        lines.append(setting("pciPassthru.use64bitMMIO", "TRUE"))
+        lines.append(setting("pciPassthru.64bitMMIOSizeGB", size))
         if bars_known(spec):
             notes["pciPassthru.64bitMMIOSizeGB"] = (
                 f"The passed devices have {human_size(large_bar_bytes(spec))} of large BARs; VMware's rule rounds that "
@@ -122,15 +124,15 @@ def generate(inventory: Inventory, spec: VmSpec, requirements: list[HostRequirem
         device_id = function.device_id if function and function.device_id else "0000"
         key = f"pciPassthru{index}"
         lines += [
-            f"# {device.address} {function.label if function else ''}".rstrip(),
-            f'{key}.present = "TRUE"',
-            f'{key}.id = "{device.address}"',
-            f'{key}.deviceId = "0x{device_id}"',
-            f'{key}.vendorId = "0x{vendor}"',
+            "# " + comment_text(f"{device.address} {function.label if function else ''}".rstrip()),
+            setting(f"{key}.present", "TRUE"),
+            setting(f"{key}.id", device.address),
+            setting(f"{key}.deviceId", f"0x{device_id}"),
+            setting(f"{key}.vendorId", f"0x{vendor}"),
             "# systemId comes from the ESXi host (`esxcli system uuid get`); the vSphere client fills it in",
             "# when you add the device there.",
-            f'{key}.systemId = "{SYSTEM_ID_PLACEHOLDER}"',
-            f'{key}.pciSlotNumber = "{numbers[index]}"',
+            setting(f"{key}.systemId", SYSTEM_ID_PLACEHOLDER),
+            setting(f"{key}.pciSlotNumber", numbers[index]),
         ]
     notes["pciPassthruN.id"] = "The function's address on the host, as ESXi lists it under PCI Devices."
     notes["pciPassthruN.pciSlotNumber"] = (
