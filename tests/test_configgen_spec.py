@@ -127,7 +127,18 @@ def test_rom_option_without_a_clear_device_is_refused(inventory):
         build_spec(inventory, ["01:00.0"], rombar=False, rom_device="03:00.0")
 
 
-@pytest.mark.parametrize("path", ["gp102.rom", "/roms/a,b.rom", "/roms/it's.rom"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "gp102.rom",
+        "/roms/a,b.rom",
+        "/roms/it's.rom",
+        "/roms/a\nb.rom",
+        "/roms/\x1b[31m.rom",
+        "/roms/a\u2028b.rom",
+        "/roms/\x85",
+    ],
+)
 def test_rom_file_must_be_a_plain_absolute_path(inventory, path):
     with pytest.raises(ConfigError, match="ROM file"):
         build_spec(inventory, ["01:00.0"], rom_file=path)
@@ -155,6 +166,25 @@ def test_rom_file_with_rombar_off_is_refused(inventory):
 def test_unusable_options_are_refused_with_the_value_named(inventory, options, words):
     with pytest.raises(ConfigError, match=words):
         build_spec(inventory, ["01:00.0"], **options)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"name": "win10\n"}, {"hv_vendor_id": "1234567890\n"}, {"proxmox_mapping": "gpu\n"}],
+)
+def test_a_newline_after_an_otherwise_good_option_is_refused(inventory, options):
+    # re.match's "$" also matches before a final newline, which then reached the Proxmox config.
+    with pytest.raises(ConfigError) as caught:
+        build_spec(inventory, ["01:00.0"], **options)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("address", ["01:00.0", "0000:01:00.0\n", " 0000:01:00.0", "0000:01:00.0\u2028"])
+def test_a_hand_built_spec_names_its_devices_by_full_address(inventory, address):
+    # Addresses are written into every target as they are; build_spec writes them in full itself.
+    spec = VmSpec(devices=[PassedDevice(address)])
+    with pytest.raises(ConfigError, match="full form"):
+        generate(inventory, spec, "qemu")
 
 
 def test_hand_built_spec_is_validated_before_generating(inventory):

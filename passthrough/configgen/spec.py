@@ -113,6 +113,7 @@ class VmSpec:
             raise ConfigError("No device to pass through.", hint="Pick at least one device from the inventory.")
         seen: set[str] = set()
         for device in self.devices:
+            _validate_address(device.address)
             if device.address in seen:
                 raise ConfigError(f"{device.address} is listed twice.", hint="List each function once.")
             seen.add(device.address)
@@ -138,7 +139,8 @@ class VmSpec:
             )
 
     def _validate_options(self) -> None:
-        if not isinstance(self.name, str) or not _NAME.match(self.name):
+        # fullmatch: with match, "$" would also accept the name followed by a newline.
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
             raise ConfigError(
                 f"{self.name!r} is not a usable VM name.",
                 hint="Use 1 to 63 letters, digits, dots, dashes or underscores, starting with a letter or digit.",
@@ -157,12 +159,16 @@ class VmSpec:
             raise ConfigError(f"Memory {self.memory_mib!r} MiB is too small.", hint="Give at least 256 MiB.")
         if not isinstance(self.vcpus, int) or not 1 <= self.vcpus <= 1024:
             raise ConfigError(f"{self.vcpus!r} vCPUs is not a usable count.", hint="Give between 1 and 1024.")
-        if self.hv_vendor_id is not None and not _HV_VENDOR_ID.match(self.hv_vendor_id):
+        if self.hv_vendor_id is not None and not (
+            isinstance(self.hv_vendor_id, str) and _HV_VENDOR_ID.fullmatch(self.hv_vendor_id)
+        ):
             raise ConfigError(
                 f"hv_vendor_id {self.hv_vendor_id!r} is not usable.",
                 hint="Use 1 to 12 letters, digits, dashes or underscores (QEMU keeps 12 bytes).",
             )
-        if self.proxmox_mapping is not None and not _PVE_CONFIGID.match(self.proxmox_mapping):
+        if self.proxmox_mapping is not None and not (
+            isinstance(self.proxmox_mapping, str) and _PVE_CONFIGID.fullmatch(self.proxmox_mapping)
+        ):
             raise ConfigError(
                 f"{self.proxmox_mapping!r} is not a Proxmox mapping name.",
                 hint="Mapping names start with a letter and hold letters, digits, dashes or underscores.",
@@ -171,6 +177,16 @@ class VmSpec:
 
 def require_function(inventory: Inventory, address: str) -> PciFunction:
     return inventory.require(address)
+
+
+def _validate_address(address: str) -> None:
+    """Addresses are written into every target as they are, so only the full form is accepted
+    (a hand-built spec or a JSON inventory could hold ``01:00.0`` or one with a newline after it)."""
+    if not isinstance(address, str) or address != str(PciAddress.parse(address)):
+        raise ConfigError(
+            f"{address!r} is not a PCI address in full form.",
+            hint="Write it as domain:bus:slot.function in hex, for example 0000:01:00.0.",
+        )
 
 
 def _validate_device(device: PassedDevice, function: PciFunction) -> None:
@@ -192,14 +208,18 @@ def _validate_device(device: PassedDevice, function: PciFunction) -> None:
             hint="Mark the GPU's VGA function (class 0300) as primary, or turn the primary GPU option off.",
         )
     if device.rom_file is not None:
+        # safe imports ConfigError from this module, so its character rules are imported here.
+        from passthrough.configgen.safe import UNSAFE
+
         if (
             not device.rom_file.startswith("/")
-            or any(char in device.rom_file for char in ",\n\r'\"")
-            or "\0" in device.rom_file
+            or any(char in device.rom_file for char in ",'\"")
+            or UNSAFE.search(device.rom_file)
         ):
             raise ConfigError(
                 f"ROM file {device.rom_file!r} is not usable.",
-                hint="Give an absolute path on the host without commas or quotes, e.g. /usr/share/vgabios/gpu.rom.",
+                hint="Give an absolute path on the host without commas, quotes or control characters, "
+                "e.g. /usr/share/vgabios/gpu.rom.",
             )
         if not device.rombar:
             raise ConfigError(
