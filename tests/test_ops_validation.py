@@ -17,8 +17,8 @@ from passthrough.ops import (
     RESET_METHODS,
     SUCCEEDED,
     ConfirmationRequired,
-    GroupNotViable,
     IommuOff,
+    NeverAllowed,
     UnknownResetMethod,
     VfioUnavailable,
     bind_vfio,
@@ -187,7 +187,7 @@ def test_the_nic_with_the_default_route_needs_confirmation(make_tree):
 
 def test_a_group_with_the_chipset_lpc_bridge_is_refused_even_with_confirmation(make_tree):
     kernel = KernelDouble(make_tree(x570()))
-    with pytest.raises(GroupNotViable, match="LPC/ISA bridge"):
+    with pytest.raises(NeverAllowed, match="LPC/ISA bridge"):
         bind_vfio(kernel, "0000:00:14.0", confirm="0000:00:14.0")
     assert kernel.writes == []
 

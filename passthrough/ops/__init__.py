@@ -5,6 +5,8 @@ The public API the Celery tasks and the shell commands call, with JSON-able argu
 * :func:`bind_vfio` / :func:`restore_driver`: a whole IOMMU group to vfio-pci and back;
 * :func:`reset`: a function-level reset, by the kernel's choice or the user's;
 * :func:`set_sriov_vfs`: how many VFs a PF exposes;
+* :func:`check_action` / :func:`judge`: the one interlock all of them (and the pages)
+  ask whether an action may touch a function, see :mod:`passthrough.ops.interlock`;
 * persistence (``plan_*`` shows a diff and writes nothing, ``apply_*`` writes with a
   backup and returns how to undo, ``undo_*`` restores the backup).
 
@@ -24,6 +26,7 @@ from passthrough.ops.errors import (
     InvalidDriverName,
     InvalidRequest,
     IommuOff,
+    NeverAllowed,
     NotSriovCapable,
     OperationFailed,
     ResetRefused,
@@ -33,6 +36,7 @@ from passthrough.ops.errors import (
     VfioUnavailable,
 )
 from passthrough.ops.files import FileChange, PersistencePlan
+from passthrough.ops.interlock import Permission, Verdict, check_action, confirmation_phrase, judge
 from passthrough.ops.persist import (
     apply_kernel_cmdline,
     apply_persist_binding,
@@ -51,7 +55,7 @@ from passthrough.ops.persist import (
 from passthrough.ops.reset import amd_reset_bug_family, reset
 from passthrough.ops.result import FAILED, OUTCOMES, ROLLED_BACK, SUCCEEDED, UNCHANGED, OperationResult, Step
 from passthrough.ops.sriov import set_sriov_vfs
-from passthrough.ops.validate import RESET_METHODS, confirmation_phrase
+from passthrough.ops.validate import RESET_METHODS
 
 __all__ = [
     "bind_vfio",
@@ -75,6 +79,10 @@ __all__ = [
     "FileChange",
     "amd_reset_bug_family",
     "confirmation_phrase",
+    "check_action",
+    "judge",
+    "Permission",
+    "Verdict",
     "RESET_METHODS",
     "OperationResult",
     "Step",
@@ -94,6 +102,7 @@ __all__ = [
     "InvalidDriverName",
     "InvalidRequest",
     "IommuOff",
+    "NeverAllowed",
     "NotSriovCapable",
     "OperationFailed",
     "ResetRefused",

@@ -18,6 +18,7 @@ from passthrough.ops import console
 from passthrough.ops.commands import RunCommand, runner_for
 from passthrough.ops.errors import VerificationFailed
 from passthrough.ops.flow import carry_out
+from passthrough.ops.interlock import BIND, check_action
 from passthrough.ops.modules import ensure_vfio
 from passthrough.ops.result import UNCHANGED, OperationResult, Progress, Recorder
 from passthrough.ops.sysfs import VFIO, driver, functions_state, probe, put_back, set_override, unbind, vfio_node
@@ -27,9 +28,9 @@ from passthrough.ops.validate import (
     parse_flag,
     parse_previous_drivers,
     require_device,
+    require_endpoints,
     require_group,
     require_group_not_open,
-    require_viable,
 )
 
 _NOT_GIVEN = object()
@@ -75,7 +76,8 @@ def bind_vfio(
         inventory = scan(tree)
         function = require_device(inventory, wanted)
         group = require_group(tree, inventory, function)
-        confirmed = require_viable(tree, inventory, group, confirmation, action="binding it to vfio-pci")
+        endpoints = require_endpoints(tree, group)
+        confirmed = check_action(inventory, BIND, endpoints, confirmation).confirmed
         step.detail = f"IOMMU group {group.id}: {', '.join(group.endpoints)} go to vfio-pci" + (
             f"; host-critical {', '.join(confirmed)} confirmed" if confirmed else ""
         )

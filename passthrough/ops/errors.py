@@ -38,6 +38,12 @@ class GroupNotViable(PassthroughError):
     code = "group_not_viable"
 
 
+class NeverAllowed(PassthroughError):
+    """A function of the platform itself (chipset, host bridge, bridge): no confirmation overrides it."""
+
+    code = "never_allowed"
+
+
 class ConfirmationRequired(PassthroughError):
     """A host-critical member; the request must carry the exact confirmation text."""
 

@@ -36,6 +36,7 @@ from passthrough.ops.files import (
     read_text,
     undo_record,
 )
+from passthrough.ops.interlock import BIND_AT_BOOT, check_action
 from passthrough.ops.result import OperationResult, Progress, Recorder
 from passthrough.ops.sysfs import VFIO
 from passthrough.ops.validate import (
@@ -43,8 +44,8 @@ from passthrough.ops.validate import (
     parse_confirm,
     parse_driver_name,
     require_device,
+    require_endpoints,
     require_group,
-    require_viable,
 )
 
 RULES_FILE = "etc/udev/rules.d/90-passthrough-wizard-vfio.rules"
@@ -130,10 +131,9 @@ def plan_persist_binding(
     inventory = scan(tree)
     endpoints: list[str] = []
     for address in wanted:
-        function = require_device(inventory, address)
-        group = require_group(tree, inventory, function)
-        require_viable(tree, inventory, group, confirmation, action="binding it to vfio-pci at every boot")
-        endpoints += [endpoint for endpoint in group.endpoints if endpoint not in endpoints]
+        group = require_group(tree, inventory, require_device(inventory, address))
+        endpoints += [endpoint for endpoint in require_endpoints(tree, group) if endpoint not in endpoints]
+    check_action(inventory, BIND_AT_BOOT, endpoints, confirmation)
     plan = PersistencePlan("persist_binding", sorted(endpoints))
     bindings = persisted_bindings(tree)
     for address in endpoints:

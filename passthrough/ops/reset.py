@@ -1,5 +1,9 @@
 """reset: a function-level reset through ``reset``, following or choosing ``reset_method``.
 
+Every reset is first put to the interlock (:mod:`passthrough.ops.interlock`): the chipset
+and bridges are never reset from here, and a host-critical function, or one a bus reset
+would take along, needs the typed confirmation.
+
 The kernel tries the listed methods in order and moves on only when one answers ENOTTY
 ("cannot do it"); any other error stops it. A method the device lists can still be
 refused when the reset is attempted (a bus reset needs the device alone behind its
@@ -22,9 +26,16 @@ from passthrough.inventory import PciFunction, scan
 from passthrough.isolation import describe
 from passthrough.ops.errors import DeviceInUse, ResetRefused, ResetUnavailable, UnknownResetMethod
 from passthrough.ops.flow import carry_out
+from passthrough.ops.interlock import RESET, Permission, check_action
 from passthrough.ops.result import FAILED, ROLLED_BACK, OperationResult, Progress, Recorder
 from passthrough.ops.sysfs import VFIO, function_state
-from passthrough.ops.validate import parse_address, parse_reset_method, require_device, require_group_not_open
+from passthrough.ops.validate import (
+    parse_address,
+    parse_confirm,
+    parse_reset_method,
+    require_device,
+    require_group_not_open,
+)
 
 # Device ids vendor-reset handles: the GPUs with the AMD reset bug (hardware ids, by family).
 AMD_RESET_BUG = {
@@ -83,10 +94,12 @@ def refusal_in_words(error: SysfsWriteError, method: str | None, listed: list[st
     return ResetRefused(message, path=error.path, errno=error.errno, hint=hint)
 
 
-def _validate(tree: HostTree, address: Any, method: Any) -> tuple[PciFunction, str | None]:
+def _validate(tree: HostTree, address: Any, method: Any, confirm: Any) -> tuple[PciFunction, str | None, Permission]:
     wanted = parse_address(address)
     chosen = parse_reset_method(method)
-    function = require_device(scan(tree), wanted)
+    confirmation = parse_confirm(confirm)
+    inventory = scan(tree)
+    function = require_device(inventory, wanted)
     listed = function.reset_methods
     if listed is None:
         if not function.has_reset:
@@ -111,6 +124,8 @@ def _validate(tree: HostTree, address: Any, method: Any) -> tuple[PciFunction, s
         raise ResetUnavailable(
             f"{describe(function)} has no reset attribute.", path=tree.path(f"{PCI_DEVICES}/{wanted}")
         )
+    # Before the driver: binding the chipset to vfio-pci first is never the way to reset it.
+    permission = check_action(inventory, RESET, [wanted], confirmation, method=chosen)
     if function.driver not in (None, VFIO):
         raise DeviceInUse(
             f"{describe(function)} is driven by {function.driver}; resetting it under a live driver can crash "
@@ -120,20 +135,28 @@ def _validate(tree: HostTree, address: Any, method: Any) -> tuple[PciFunction, s
         )
     if function.driver == VFIO:
         require_group_not_open(tree, function.iommu_group, action="resetting it")
-    return function, chosen
+    return function, chosen, permission
 
 
-def reset(tree: HostTree, address: Any, *, method: Any = None, progress: Progress | None = None) -> OperationResult:
-    """Reset one function, by ``method`` when given (restoring ``reset_method`` afterwards)."""
+def reset(
+    tree: HostTree, address: Any, *, method: Any = None, confirm: Any = None, progress: Progress | None = None
+) -> OperationResult:
+    """Reset one function, by ``method`` when given (restoring ``reset_method`` afterwards).
+
+    ``confirm`` is the typed confirmation the interlock asks for when the reset touches a
+    host-critical function (a bus reset also resets what sits behind the same bridge).
+    """
     result = OperationResult("reset", parameters={"address": address, "method": method})
     recorder = Recorder(result, progress)
     with recorder.step("validate", address if isinstance(address, str) else None) as step:
-        function, chosen = _validate(tree, address, method)
+        function, chosen, permission = _validate(tree, address, method, confirm)
         step.detail = f"{describe(function)}: " + (f"{chosen} reset" if chosen else "the kernel picks the method")
+        if permission.confirmed:
+            step.detail += f"; host-critical {', '.join(permission.confirmed)} confirmed"
     address = function.address
     listed = function.reset_methods
     result.targets = [address]
-    result.parameters = {"address": address, "method": chosen}
+    result.parameters = {"address": address, "method": chosen, "confirmed": permission.confirmed}
     result.warnings += reset_warnings(function, listed, chosen)
     read_state = partial(_state, tree, address)
     with recorder.step("snapshot", address):

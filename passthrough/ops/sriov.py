@@ -2,7 +2,9 @@
 
 The kernel refuses to change a non-zero count to another non-zero count (EBUSY), so a
 change goes through 0 first. Going through 0 destroys every VF, with whatever driver or
-VM held it; VFs whose group a VM has open are refused before anything is written.
+VM held it; VFs whose group a VM has open are refused before anything is written. The PF
+and its VFs are put to the interlock first: changing the count under the NIC the host is
+reached through needs the typed confirmation.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from passthrough.inventory import scan
 from passthrough.isolation import describe
 from passthrough.ops.errors import InvalidCount, NotSriovCapable, VerificationFailed
 from passthrough.ops.flow import carry_out
+from passthrough.ops.interlock import SET_SRIOV_VFS, check_action
 from passthrough.ops.result import UNCHANGED, OperationResult, Progress, Recorder
 from passthrough.ops.sysfs import VFIO, function_state, put_back
-from passthrough.ops.validate import parse_address, parse_count, require_device, require_group_not_open
+from passthrough.ops.validate import parse_address, parse_confirm, parse_count, require_device, require_group_not_open
 
 
 def virtfns(tree: HostTree, pf: str) -> list[str]:
@@ -41,13 +44,20 @@ def _state(tree: HostTree, pf: str) -> dict[str, Any]:
     }
 
 
-def set_sriov_vfs(tree: HostTree, address: Any, count: Any, *, progress: Progress | None = None) -> OperationResult:
-    """Set the PF at ``address`` to ``count`` VFs; on failure, back to the count (and VF drivers) it had."""
+def set_sriov_vfs(
+    tree: HostTree, address: Any, count: Any, *, confirm: Any = None, progress: Progress | None = None
+) -> OperationResult:
+    """Set the PF at ``address`` to ``count`` VFs; on failure, back to the count (and VF drivers) it had.
+
+    ``confirm`` is the typed confirmation the interlock asks for when the PF or one of its
+    VFs is host-critical (the NIC the host is reached through, say).
+    """
     result = OperationResult("set_sriov_vfs", parameters={"address": address, "count": count})
     recorder = Recorder(result, progress)
     with recorder.step("validate", address if isinstance(address, str) else None) as step:
         pf = parse_address(address)
         wanted = parse_count(count)
+        confirmation = parse_confirm(confirm)
         inventory = scan(tree)
         function = require_device(inventory, pf)
         if function.physfn is not None:
@@ -66,6 +76,7 @@ def set_sriov_vfs(tree: HostTree, address: Any, count: Any, *, progress: Progres
                 f"{describe(function)} supports 0 to {total} VFs; {wanted} were asked.",
                 path=tree.path(f"{PCI_DEVICES}/{pf}/sriov_totalvfs"),
             )
+        confirmed = check_action(inventory, SET_SRIOV_VFS, [pf], confirmation).confirmed
         if function.driver is None:
             raise NotSriovCapable(
                 f"SR-IOV is configured by the PF's driver, and no driver is bound to {describe(function)}.",
@@ -79,9 +90,11 @@ def set_sriov_vfs(tree: HostTree, address: Any, count: Any, *, progress: Progres
                 require_group_not_open(
                     tree, vf_function.iommu_group if vf_function else None, action=f"removing VF {vf}"
                 )
-        step.detail = f"{describe(function)}: {current} → {wanted} of at most {total} VFs"
+        step.detail = f"{describe(function)}: {current} → {wanted} of at most {total} VFs" + (
+            f"; host-critical {', '.join(confirmed)} confirmed" if confirmed else ""
+        )
     result.targets = [pf]
-    result.parameters = {"address": pf, "count": wanted}
+    result.parameters = {"address": pf, "count": wanted, "confirmed": confirmed}
     read_state = partial(_state, tree, pf)
     with recorder.step("snapshot", pf):
         before = result.state_before = read_state()

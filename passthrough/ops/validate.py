@@ -10,13 +10,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from passthrough import isolation
 from passthrough.address import PciAddress
 from passthrough.errors import InvalidAddress
 from passthrough.host import IOMMU_GROUPS, HostTree
 from passthrough.inventory import Inventory, IommuGroup, PciFunction
 from passthrough.ops.errors import (
-    ConfirmationRequired,
     DeviceInUse,
     GroupNotViable,
     InvalidCount,
@@ -135,39 +133,18 @@ def require_group(tree: HostTree, inventory: Inventory, function: PciFunction) -
     return group
 
 
-def confirmation_phrase(addresses: list[str]) -> str:
-    """What a user types to pass host-critical functions anyway: their addresses, space-separated."""
-    return " ".join(sorted(addresses))
+def require_endpoints(tree: HostTree, group: IommuGroup) -> list[str]:
+    """The functions of ``group`` vfio-pci must take; a group of bridges alone has none to pass.
 
-
-def require_viable(
-    tree: HostTree, inventory: Inventory, group: IommuGroup, confirm: str | None, *, action: str
-) -> list[str]:
-    """Refuse a group that cannot go to a VM; host-critical members need the typed confirmation.
-
-    Returns the host-critical addresses the confirmation covered.
+    Whether they may be taken is the interlock's to say (:func:`passthrough.ops.interlock.check_action`).
     """
-    # The group's verdict without its host-critical findings: those alone can be overridden.
-    acs_override = "pcie_acs_override=" in (tree.read("proc/cmdline") or "")
-    plain = {g.id: g for g in isolation.build_groups(inventory.devices, {}, acs_override=acs_override)}[group.id]
-    if not plain.viable:
+    if not group.endpoints:
         raise GroupNotViable(
-            f"IOMMU group {group.id} cannot be passed through: " + " ".join(plain.reasons),
+            f"IOMMU group {group.id} cannot be passed through: " + " ".join(group.reasons),
             path=tree.path(f"{IOMMU_GROUPS}/{group.id}/devices"),
-            hint="Pick another group, or move the card to a slot whose group holds only it.",
+            hint="Pick the device behind the bridge instead; its own group is the one to pass.",
         )
-    critical = [address for address in group.endpoints if address in inventory.host_critical]
-    if not critical:
-        return []
-    expected = confirmation_phrase(critical)
-    if confirm == expected:
-        return critical
-    reasons = "; ".join(f"{address}: {', '.join(inventory.host_critical[address])}" for address in sorted(critical))
-    raise ConfirmationRequired(
-        f"IOMMU group {group.id} holds host-critical functions, and {action} takes them from the host ({reasons}).",
-        expected=expected,
-        hint=f"To go ahead anyway, type {expected} as the confirmation.",
-    )
+    return list(group.endpoints)
 
 
 def group_openers(tree: HostTree, group: int) -> list[str]:
