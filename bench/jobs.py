@@ -39,9 +39,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument(
-        "--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0] + "/12"
+        "--redis", default=None, help="a Redis with a password to use (default: start a private redis-server)"
     )
     args = parser.parse_args()
+    private = None
+    if args.redis is None:
+        from tests.worker_support import PrivateRedis
+
+        private = PrivateRedis().start()
+        args.redis = private.url(0)
 
     workdir = Path(tempfile.mkdtemp(prefix="pw-bench-jobs-"))
     env = {
@@ -60,15 +66,20 @@ def main() -> None:
 
     django.setup()
     import redis
+    from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
     from passthrough.treebuilder import FunctionSpec, HostSpec, write_tree
+    from webui.accounts.roles import OPERATOR, set_role
     from webui.hosts.models import Host
     from webui.jobs.models import Job
     from webui.jobs.service import submit
 
-    redis.Redis.from_url(args.redis).flushdb()
+    if private is not None:
+        redis.Redis.from_url(args.redis).flushdb()  # our own server: nobody else's data
     call_command("migrate", verbosity=0)
+    bencher = get_user_model().objects.create_user(username="bench")
+    set_role(bencher, OPERATOR)
     write_tree(
         HostSpec(
             functions=[
@@ -102,7 +113,7 @@ def main() -> None:
                 action=action,
                 targets=["0000:01:00.0"],
                 parameters={"release_console": False} if action == "bind_vfio" else {},
-                actor="bench",
+                user=bencher,
             )
             while True:
                 job.refresh_from_db()
@@ -127,6 +138,8 @@ def main() -> None:
         worker.wait(timeout=20)
         log.close()
         shutil.rmtree(workdir, ignore_errors=True)
+        if private is not None:
+            private.close()
 
     print(f"{len(totals)} bind jobs (GPU + audio group) through Redis and a real worker, kernel double on a tree")
     print(f"total per job      p50 {statistics.median(totals):7.1f} ms   p95 {_percentile(totals, 0.95):7.1f} ms")

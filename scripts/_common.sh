@@ -61,13 +61,23 @@ write_private() {
     )
 }
 
-# var/ holds what this install makes for itself: the secret key, SQLite, the private Redis.
+# var/ holds what this install makes for itself: the secret key, the audit chain's key, the
+# key that signs task messages (var/broker), SQLite, the private Redis. All readable only
+# by the user that runs the app.
 ensure_var() {
     mkdir -p "$VAR"
     chmod 700 "$VAR"
     if [ ! -s "$VAR/secret_key" ]; then
         write_private "$VAR/secret_key" "$("$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(50))')"
         say "Generated a secret key in var/secret_key."
+    fi
+    if [ ! -s "$VAR/audit_key" ]; then
+        write_private "$VAR/audit_key" "$("$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(48))')"
+        say "Generated the audit log's key in var/audit_key (keep it: the log cannot be verified without it)."
+    fi
+    if [ ! -s "$VAR/broker/signing.key" ] && [ -z "${BROKER_SIGNING_DIR:-}" ]; then
+        "$VENV/bin/python" -c 'import sys; from webui.jobs.broker import generate_into; generate_into(sys.argv[1])' \
+            "$VAR/broker" >&2
     fi
 }
 
@@ -107,19 +117,31 @@ private_redis_url() {
 }
 
 # ensure_redis: export a REDIS_URL that answers, or say why not and return 1. An explicit
-# REDIS_URL must answer as it is; without one, the default (127.0.0.1:6379) is tried, then
-# a private redis-server is started on 127.0.0.1:$PRIVATE_REDIS_PORT with a password, no
-# persistence, its files in var/. Sets STARTED_PRIVATE_REDIS=1 when this call started it.
+# REDIS_URL must answer as it is and carry a password (or be a unix socket), unless
+# PASSTHROUGH_ALLOW_UNAUTHENTICATED_BROKER=true; without one, a private redis-server is
+# started (or reused) on 127.0.0.1:$PRIVATE_REDIS_PORT with a password, no persistence, its
+# files in var/. A Redis that answers on 6379 without a password is never taken: any local
+# process could drive the root worker through it. Sets STARTED_PRIVATE_REDIS=1 when this
+# call started it.
 STARTED_PRIVATE_REDIS=0
 ensure_redis() {
     if [ -n "${REDIS_URL:-}" ]; then
+        if ! "$VENV/bin/python" - "$REDIS_URL" "${PASSTHROUGH_ALLOW_UNAUTHENTICATED_BROKER:-false}" <<'PY'; then
+import sys
+
+from webui.jobs.broker import BrokerRefused, check_broker_url
+
+try:
+    check_broker_url(sys.argv[1], sys.argv[2].strip().lower() in ("1", "true", "yes", "on"))
+except BrokerRefused as error:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(1)
+PY
+            return 1
+        fi
         redis_answers "$REDIS_URL" && return
         say "REDIS_URL is set but no Redis answers there: start it, or unset REDIS_URL to use a private one."
         return 1
-    fi
-    if redis_answers "redis://127.0.0.1:6379/0"; then
-        export REDIS_URL="redis://127.0.0.1:6379/0"
-        return
     fi
     if [ -s "$VAR/redis_password" ] && redis_answers "$(private_redis_url)"; then
         REDIS_URL="$(private_redis_url)"
@@ -128,8 +150,8 @@ ensure_redis() {
         return
     fi
     if ! command -v redis-server >/dev/null 2>&1; then
-        say "No Redis answers at 127.0.0.1:6379 and redis-server is not installed:"
-        say "run 'apt-get install redis-server' as root (or set REDIS_URL to a Redis that runs elsewhere)."
+        say "redis-server is not installed, and this app starts a private one with a password:"
+        say "run 'apt-get install redis-server' as root (or set REDIS_URL to a Redis with a password)."
         return 1
     fi
     if [ ! -s "$VAR/redis_password" ]; then

@@ -20,7 +20,7 @@ from passthrough.kerneldouble import KernelDouble
 from passthrough.kerneldouble.faults import hang
 from passthrough.treebuilder import write_tree
 from tests.test_jobs_worker import gpu_host
-from tests.worker_support import requires_redis, wait_for_job
+from tests.worker_support import operator_named, requires_redis, wait_for_job
 from webui.audit.models import AuditEvent, verify_chain
 from webui.hosts.models import Host
 from webui.jobs.models import GroupLock, Job, State
@@ -56,7 +56,7 @@ def test_killing_the_worker_mid_bind_never_strands_a_device(start_worker, tmp_pa
             action="bind_vfio",
             targets=["0000:01:00.0"],
             parameters={"release_console": False},
-            actor="crash",
+            user=operator_named("crash"),
         )
         _wait_for_step(job, "bind")
         assert scan(root).device("0000:01:00.0").driver is None, "the kill must land after the unbind"
@@ -82,7 +82,7 @@ def test_killing_the_worker_mid_bind_never_strands_a_device(start_worker, tmp_pa
             action="bind_vfio",
             targets=["0000:01:00.0"],
             parameters={"release_console": False},
-            actor="crash",
+            user=operator_named("crash"),
         )
     )
     assert final.state == State.SUCCEEDED

@@ -6,7 +6,7 @@ import pytest
 
 from passthrough.inventory import scan
 from passthrough.treebuilder import FunctionSpec, HostSpec, write_tree
-from tests.worker_support import point_broker, requires_redis, wait_for_job
+from tests.worker_support import operator_named, point_broker, requires_redis, wait_for_job
 from webui.audit.models import AuditEvent, verify_chain
 from webui.hosts.models import Host
 from webui.jobs.models import GroupLock, State
@@ -36,7 +36,7 @@ def test_a_bind_job_runs_on_the_worker_and_the_snapshot_shows_vfio(start_worker,
             action="bind_vfio",
             targets=["0000:01:00.0"],
             parameters={"release_console": False},
-            actor="alice",
+            user=operator_named("alice"),
         )
     )
     assert job.state == State.SUCCEEDED, job.message
@@ -50,11 +50,12 @@ def test_a_bind_job_runs_on_the_worker_and_the_snapshot_shows_vfio(start_worker,
     assert verify_chain().ok
 
 
-def test_a_forged_message_for_no_job_changes_nothing_and_is_audited(start_worker, tmp_path):
+def test_signed_messages_for_no_job_or_with_extra_arguments_run_nothing_and_are_counted(start_worker, tmp_path):
+    from webui.audit.models import RefusalBurst
     from webui.jobs.tasks import TASKS
 
     root = write_tree(gpu_host(), tmp_path / "host")
-    start_worker(root, "gpuhost")
+    worker = start_worker(root, "gpuhost")
     TASKS["bind_vfio"].apply_async(
         kwargs={"job_id": 999, "address": "0000:01:00.0", "confirm": None, "release_console": False},
         queue="host.gpuhost",
@@ -63,11 +64,12 @@ def test_a_forged_message_for_no_job_changes_nothing_and_is_audited(start_worker
     import time
 
     deadline = time.time() + 20
-    while AuditEvent.objects.filter(result="refused").count() < 2 and time.time() < deadline:
+    while sum(RefusalBurst.objects.values_list("count", flat=True)) < 2 and time.time() < deadline:
         time.sleep(0.1)
     refused = list(AuditEvent.objects.filter(result="refused").values_list("error", flat=True))
-    assert any("does not exist" in error for error in refused)
-    assert any("unexpected argument(s) extra" in error for error in refused)
+    assert len(refused) == 1 and "job 999, which does not exist" in refused[0]  # the burst's first
+    assert RefusalBurst.objects.get().count == 2
+    assert "unexpected argument(s) extra" in worker.log.read_text()
     assert scan(root).device("0000:01:00.0").driver == "nouveau"
 
 
@@ -81,7 +83,11 @@ def test_a_bind_that_fails_on_the_second_function_rolls_both_back(start_worker, 
     host = Host.objects.get(name="gpuhost")
     job = wait_for_job(
         submit(
-            host=host, action="bind_vfio", targets=["0000:01:00.0"], parameters={"release_console": False}, actor="bob"
+            host=host,
+            action="bind_vfio",
+            targets=["0000:01:00.0"],
+            parameters={"release_console": False},
+            user=operator_named("bob"),
         )
     )
     assert job.state == State.ROLLED_BACK, job.message
@@ -107,13 +113,17 @@ def test_one_job_at_a_time_per_group(start_worker, tmp_path):
     start_worker(root, "gpuhost")
     host = Host.objects.get(name="gpuhost")
     first = submit(
-        host=host, action="bind_vfio", targets=["0000:01:00.0"], parameters={"release_console": False}, actor="a"
+        host=host,
+        action="bind_vfio",
+        targets=["0000:01:00.0"],
+        parameters={"release_console": False},
+        user=operator_named("a"),
     )
     with pytest.raises(JobRefused, match="already has a job in progress"):
-        submit(host=host, action="restore_driver", targets=["0000:01:00.1"], parameters={}, actor="b")
+        submit(host=host, action="restore_driver", targets=["0000:01:00.1"], parameters={}, user=operator_named("b"))
     assert wait_for_job(first).state == State.SUCCEEDED
     second = wait_for_job(
-        submit(host=host, action="restore_driver", targets=["0000:01:00.1"], parameters={}, actor="b")
+        submit(host=host, action="restore_driver", targets=["0000:01:00.1"], parameters={}, user=operator_named("b"))
     )
     assert second.state == State.SUCCEEDED, second.message
     assert scan(root).device("0000:01:00.0").driver == "nouveau"
@@ -124,10 +134,10 @@ def test_a_dead_broker_fails_the_request_clearly_and_changes_nothing(transaction
     from webui.jobs.service import BrokerUnavailable
 
     host = Host.objects.create(name="lonely")
-    saved = point_broker("redis://127.0.0.1:1/0")  # nothing listens on port 1
+    saved = point_broker("redis://:password@127.0.0.1:1/0")  # nothing listens on port 1
     try:
         with pytest.raises(BrokerUnavailable, match="cannot be reached"):
-            submit(host=host, action="scan", targets=[], actor="carol")
+            submit(host=host, action="scan", targets=[], user=operator_named("carol"))
     finally:
         point_broker(saved)
     job = Job.objects.get()

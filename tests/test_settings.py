@@ -1,13 +1,9 @@
 """Settings come from the environment, read by small typed helpers."""
 
-import os
 import re
 import runpy
 import shutil
 import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -141,62 +137,17 @@ def test_the_hostname_defaults_to_this_machine(load_settings):
     assert load_settings(SECRET_KEY="k")["PASSTHROUGH_HOSTNAME"] == socket.gethostname()
 
 
-def test_the_celery_app_accepts_only_json_and_takes_one_job_at_a_time():
+def test_the_celery_app_accepts_only_signed_json_and_takes_one_job_at_a_time():
     from webui.celery import app
 
     conf = app.conf
-    assert (conf.task_serializer, conf.result_serializer, list(conf.accept_content)) == ("json", "json", ["json"])
+    # "auth" is Celery's signing serializer around JSON (webui/jobs/broker.py); pickle never crosses.
+    assert (conf.task_serializer, conf.result_serializer, list(conf.accept_content)) == ("auth", "json", ["auth"])
     assert conf.task_acks_late is True
     assert conf.worker_prefetch_multiplier == 1
     assert 0 < conf.task_soft_time_limit < conf.task_time_limit
     assert conf.task_default_queue == f"host.{settings.PASSTHROUGH_HOSTNAME}"
     assert conf.broker_url == settings.REDIS_URL
-
-
-def _redis_answers(url: str) -> bool:
-    import redis
-
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
-    except (redis.RedisError, OSError):
-        return False
-
-
-@pytest.mark.worker
-@pytest.mark.slow
-def test_a_worker_started_from_the_app_answers_inspect_ping(tmp_path):
-    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    if not _redis_answers(url):
-        pytest.skip(f"no Redis answers at {url} (REDIS_URL)")
-    hostname = f"pingtest{os.getpid()}"
-    env = {**os.environ, "PASSTHROUGH_HOSTNAME": hostname, "REDIS_URL": url}
-    celery = [sys.executable, "-m", "celery", "-A", "webui"]
-    worker = subprocess.Popen(
-        [*celery, "worker", "-Q", f"host.{hostname}", "-n", f"{hostname}@%h", "--pool", "solo", "-l", "WARNING"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "worker.log").open("w"),
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            ping = subprocess.run(
-                [*celery, "inspect", "ping", "-d", f"{hostname}@{os.uname().nodename}", "--timeout", "2"],
-                cwd=REPO,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
-            if ping.returncode == 0 or time.monotonic() > deadline or worker.poll() is not None:
-                break
-        assert ping.returncode == 0, ping.stdout + ping.stderr + (tmp_path / "worker.log").read_text()
-        assert "pong" in ping.stdout
-    finally:
-        worker.terminate()
-        worker.wait(timeout=30)
 
 
 def test_htmx_is_served_without_debug(client):

@@ -62,6 +62,7 @@ ROUTES: dict[str, Route] = {
     "job": Route(PAGE, lambda m: {"pk": m["bind_job"].pk}),
     "job_undo": Route(ACTION, lambda m: {"pk": m["persist_job"].pk}),
     "job_give_back": Route(ACTION, lambda m: {"pk": m["bind_job"].pk}),
+    "job_cancel": Route(ACTION, lambda m: {"pk": m["bind_job"].pk}),
     "audit": Route(PAGE),
     "audit_export": Route(PAGE, lambda m: {"fmt": "csv"}),
 }

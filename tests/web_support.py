@@ -108,6 +108,6 @@ def dead_broker() -> Iterator[None]:
     """The Celery app pointed at a port where nothing listens, as when Redis is down."""
     from tests.worker_support import point_broker
 
-    before = point_broker("redis://127.0.0.1:1/0")
+    before = point_broker("redis://:password@127.0.0.1:1/0")
     yield
     point_broker(before)

@@ -1,43 +1,116 @@
-"""A real Celery worker process for tests: real Redis, a host tree behind the kernel double.
+"""A real Celery worker process for tests: a real, password-protected Redis, a host tree behind the kernel double.
 
-The worker runs ``celery -A webui worker`` with the same settings module, pointed at the
-test database (a file, so both processes see it), at a Redis database of its own (flushed
-first), at ``PASSTHROUGH_ROOT`` = the test's tree with ``PASSTHROUGH_KERNEL=double``, and
-consumes only ``host.<name>``. It is ready when its start-up snapshot is in the database.
+The tests start their own ``redis-server`` (a free port on 127.0.0.1, a password, no
+persistence, its files in a temporary directory) once per run and stop it at the end, so
+they never touch another application's Redis and always meet an authenticated broker, as
+the app requires. The worker runs ``celery -A webui worker`` with the same settings
+module, pointed at the test database (a file, so both processes see it), at that Redis, at
+``PASSTHROUGH_ROOT`` = the test's tree with ``PASSTHROUGH_KERNEL=double``, and consumes
+only ``host.<name>``. It is ready when its start-up snapshot is in the database.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import secrets
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.db import connection
 
 REPO = Path(__file__).resolve().parent.parent
-TEST_REDIS_DB = 13
+REDIS_SERVER = shutil.which("redis-server")
+
+
+class PrivateRedis:
+    """A redis-server of this test run's own, with a password; stopped when the run ends."""
+
+    def __init__(self) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="pw-test-redis-"))
+        self.password = secrets.token_hex(16)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    def start(self) -> PrivateRedis:
+        assert REDIS_SERVER, "redis-server is not installed"
+        for _ in range(5):
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                self.port = probe.getsockname()[1]
+            config = self.directory / "redis.conf"
+            config.write_text(
+                f'bind 127.0.0.1\nport {self.port}\nrequirepass {self.password}\nsave ""\nappendonly no\n'
+                f"dir {self.directory}\nlogfile {self.directory / 'redis.log'}\n"
+            )
+            config.chmod(0o600)
+            self.process = subprocess.Popen([REDIS_SERVER, str(config)], start_new_session=True)
+            if self._wait():
+                return self
+            self.stop()
+        raise RuntimeError(f"the test redis-server did not start: {(self.directory / 'redis.log').read_text()[-2000:]}")
+
+    def _wait(self) -> bool:
+        import redis
+
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                return False
+            try:
+                if redis.Redis.from_url(self.url(0), socket_connect_timeout=0.5).ping():
+                    return True
+            except redis.RedisError:
+                time.sleep(0.05)
+        return False
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/{db}"
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.process = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+_private: PrivateRedis | None = None
+
+
+def private_redis() -> PrivateRedis:
+    """This run's Redis, started on first use."""
+    global _private
+    if _private is None:
+        _private = PrivateRedis().start()
+        atexit.register(_private.close)
+    return _private
 
 
 def redis_url() -> str:
-    base = os.environ.get("REDIS_URL", settings.REDIS_URL).rsplit("/", 1)[0]
-    return f"{base}/{TEST_REDIS_DB}"
+    return private_redis().url(0)
 
 
 def redis_available() -> bool:
-    import redis
-
-    try:
-        return bool(redis.Redis.from_url(redis_url(), socket_connect_timeout=1).ping())
-    except redis.RedisError:
-        return False
+    return REDIS_SERVER is not None
 
 
-requires_redis = pytest.mark.skipif(not redis_available(), reason="needs Redis at REDIS_URL (scripts/test starts one)")
+requires_redis = pytest.mark.skipif(
+    REDIS_SERVER is None, reason="needs redis-server (apt-get install redis-server; scripts/test installs it)"
+)
 
 
 def database_url() -> str:
@@ -129,6 +202,7 @@ def point_broker(url: str) -> str:
 
 
 def flush_test_redis() -> None:
+    """Empty this run's own Redis (never another application's: the tests start their own)."""
     import redis
 
     redis.Redis.from_url(redis_url()).flushdb()
@@ -160,3 +234,15 @@ def start_worker(transactional_db, tmp_path):  # type: ignore[no-untyped-def]
     for worker in workers:
         worker.stop()
     point_broker(previous)
+
+
+def operator_named(username: str):  # type: ignore[no-untyped-def]
+    """An operator account (get or create): the worker runs a job only for a user who may still run it."""
+    from django.contrib.auth import get_user_model
+
+    from webui.accounts.roles import OPERATOR, set_role
+
+    user, created = get_user_model().objects.get_or_create(username=username)
+    if created:
+        set_role(user, OPERATOR)
+    return user

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -76,6 +77,24 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
+
+
+def _audit_key() -> str | None:
+    """The audit chain's HMAC key: AUDIT_KEY(_FILE), else var/audit_key (scripts/run writes it).
+
+    A file of its own, not a database row: whoever can rewrite the database cannot
+    recompute the chain without it. Missing, audit writes stop with a message saying so.
+    """
+    key = envsecret("AUDIT_KEY")
+    if key:
+        return key
+    generated = VAR_DIR / "audit_key"
+    if generated.is_file():
+        return generated.read_text().strip() or None
+    return "insecure-development-audit-key-only-used-with-DEBUG" if DEBUG else None
+
+
+AUDIT_KEY = _audit_key()
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
 
@@ -110,6 +129,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "template_partials",
+    "axes",
     "webui.hosts",
     "webui.jobs",
     "webui.audit",
@@ -119,6 +139,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "webui.accounts.middleware.ContentSecurityPolicyMiddleware",
     # Pages of a big host are mostly repeated markup: the groups page of 1,024 functions is
     # ~780 kB of HTML and ~30 kB compressed. (WhiteNoise below compresses static files itself.)
     "django.middleware.gzip.GZipMiddleware",
@@ -127,12 +148,16 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Signs out after SESSION_IDLE_MINUTES without a request (htmx polls do not count).
+    "webui.accounts.middleware.IdleTimeoutMiddleware",
     # Every page needs a signed-in user; the sign-in page and /healthz opt out.
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "webui.accounts.middleware.PasswordChangeRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: turns a sign-in that reached the limit into the 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "webui.urls"
@@ -178,6 +203,44 @@ LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "accounts:sign_in"
 CSRF_FAILURE_VIEW = "webui.wizard.views.errors.csrf_failure"
 
+# Sign-in throttle (django-axes; the count is kept in the database, so every gunicorn worker
+# sees it): SIGN_IN_FAILURE_LIMIT failed sign-ins for one account, or from one client address,
+# each within SIGN_IN_LOCKOUT_MINUTES of the one before, lock it until that long after the last
+# of them. The sign-in page then answers 429 with the wait in words (webui/accounts/throttle.py).
+SIGN_IN_FAILURE_LIMIT = envint("SIGN_IN_FAILURE_LIMIT", "10")
+SIGN_IN_LOCKOUT_MINUTES = envint("SIGN_IN_LOCKOUT_MINUTES", "15")
+# The client's address is REMOTE_ADDR. Behind a reverse proxy every client has the proxy's
+# address; set this to take the last X-Forwarded-For entry (the one the proxy appends) instead.
+# Never without such a proxy: a client could then name any address it likes.
+TRUST_X_FORWARDED_FOR = envbool("TRUST_X_FORWARDED_FOR", "false")
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # refuses a locked-out sign-in before the next checks it
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = SIGN_IN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=SIGN_IN_LOCKOUT_MINUTES)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each on its own: per account, and per address
+AXES_CLIENT_IP_CALLABLE = "webui.accounts.throttle.client_address"
+AXES_LOCKOUT_CALLABLE = "webui.accounts.throttle.lockout_response"
+# Attempts while locked are refused uncounted, so the wait a locked-out user is told holds.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# Sign-ins and sign-outs are in the audit log; axes' own log of them would be a second copy.
+AXES_DISABLE_ACCESS_LOG = True
+
+# A session that made no request but htmx polls for this long is signed out.
+SESSION_IDLE_MINUTES = envint("SESSION_IDLE_MINUTES", "30")
+if SESSION_IDLE_MINUTES < 1 or SIGN_IN_FAILURE_LIMIT < 1 or SIGN_IN_LOCKOUT_MINUTES < 1:
+    raise ImproperlyConfigured(
+        "SESSION_IDLE_MINUTES, SIGN_IN_FAILURE_LIMIT and SIGN_IN_LOCKOUT_MINUTES must each be 1 or more."
+    )
+
+# On every response (webui/accounts/middleware.py). Scripts and styles are static files only:
+# the templates have no inline script, style or event handler, and must keep it that way.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+)
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -197,13 +260,30 @@ WHITENOISE_USE_FINDERS = True
 
 REDIS_URL = envstr("REDIS_URL", "redis://127.0.0.1:6379/0")
 
+# The broker must make its clients authenticate (a password in REDIS_URL, or a unix
+# socket); an open one is refused by the web app and the worker unless this says otherwise.
+# Unsafe: any process that reaches such a Redis can stop the worker or flood its queue.
+PASSTHROUGH_ALLOW_UNAUTHENTICATED_BROKER = envbool("PASSTHROUGH_ALLOW_UNAUTHENTICATED_BROKER", "false")
+# The key that signs task messages and the certificates a worker trusts (webui/jobs/broker.py);
+# scripts/run generates them into var/broker on first start.
+BROKER_SIGNING_DIR = Path(envstr("BROKER_SIGNING_DIR", str(VAR_DIR / "broker")))
+# A queued job older than this is not run: it ends "expired" with the reason.
+PASSTHROUGH_JOB_MAX_WAIT = envint("PASSTHROUGH_JOB_MAX_WAIT", "600")
+
 # Celery, read by webui/celery.py through the CELERY_ namespace. The broker is not trusted
-# to be private, so only JSON crosses it (never pickle).
+# to be private: task messages are signed (the "auth" serializer wraps JSON, never pickle),
+# and the worker accepts nothing else.
 CELERY_BROKER_URL = REDIS_URL
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_TASK_SERIALIZER = "json"
+CELERY_TASK_SERIALIZER = "auth"
 CELERY_RESULT_SERIALIZER = "json"
-CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_ACCEPT_CONTENT = ["auth"]
+CELERY_SECURITY_DIGEST = "sha256"
+# Broadcast commands (shutdown, revoke, pool changes) are not signed: the worker ignores them.
+CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
+CELERY_WORKER_SEND_TASK_EVENTS = False
+# Audits refused messages and runs without mingle and gossip (webui/jobs/consumer.py).
+CELERY_WORKER_CONSUMER = "webui.jobs.consumer:GuardedConsumer"
 # Each host's worker consumes only its own queue; a privileged job must run on the host it changes.
 CELERY_TASK_DEFAULT_QUEUE = f"host.{PASSTHROUGH_HOSTNAME}"
 # A job is acknowledged when it has finished, and a worker takes one job at a time, so a

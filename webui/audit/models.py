@@ -1,10 +1,11 @@
-"""Append-only audit events, chained by SHA-256 (see chain.py)."""
+"""Append-only audit events, chained by HMAC-SHA-256 under a key the database does not hold (see chain.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
@@ -17,6 +18,8 @@ RESULTS = [
     ("failed", "failed"),
     ("rolled_back", "rolled back"),
     ("refused", "refused"),
+    ("expired", "expired"),
+    ("cancelled", "cancelled"),
 ]
 
 
@@ -73,14 +76,49 @@ class AuditEvent(models.Model):
 
 
 class AuditHead(models.Model):
-    """The newest event's hash and the number of events: catches deletion of the newest rows."""
+    """The newest event's hash and the number of events: catches deletion of the newest rows.
+
+    ``mac`` seals the two under the audit key, so truncating the log and rewriting the head
+    to match needs the key too.
+    """
 
     count = models.BigIntegerField(default=0)
     last_hash = models.CharField(max_length=64, default=chain.GENESIS)
+    mac = models.CharField(max_length=64, blank=True, default="")
     updated = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
         return f"{self.count} events, head {self.last_hash[:12]}"
+
+
+class AuditCheckpoint(models.Model):
+    """A point up to which the chain was verified, sealed under the audit key.
+
+    The audit page verifies from the newest checkpoint on, so its cost follows the events
+    written since, not the size of the log; ``audit_verify`` still walks everything.
+    """
+
+    event_id = models.BigIntegerField(unique=True)
+    count = models.BigIntegerField()
+    hash = models.CharField(max_length=64)
+    mac = models.CharField(max_length=64)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-event_id"]
+
+    def __str__(self) -> str:
+        return f"verified to event {self.event_id} ({self.count} events)"
+
+
+def audit_key() -> bytes:
+    key = settings.AUDIT_KEY
+    if not key:
+        raise ImproperlyConfigured(
+            "No audit key: set AUDIT_KEY or AUDIT_KEY_FILE, or run scripts/run once, which writes var/audit_key. "
+            "Every web app and worker of an install needs the same key."
+        )
+    return key.encode()
 
 
 def _lock_chain() -> None:
@@ -106,7 +144,12 @@ def record(
     job_id: int | None = None,
     user: Any = None,
 ) -> AuditEvent:
-    """Append one event to the chain. Safe from several processes at once."""
+    """Append one event to the chain. Safe from several processes at once.
+
+    Called inside a transaction (a job's outcome, a job row), the event commits or rolls
+    back with it.
+    """
+    key = audit_key()
     for attempt in range(5):
         try:
             with transaction.atomic():
@@ -131,10 +174,11 @@ def record(
                     hash=f"pending-{timezone.now().timestamp()}-{attempt}",
                 )
                 event.save()
-                event.hash = chain.event_hash(event.prev_hash, event.hashed_fields())
+                event.hash = chain.event_hash(key, event.prev_hash, event.hashed_fields())
                 AuditEvent.objects.filter(pk=event.pk).update(hash=event.hash)
                 head.count += 1
                 head.last_hash = event.hash
+                head.mac = chain.seal(key, "head", head.count, head.last_hash)
                 head.save()
                 return event
         except IntegrityError:
@@ -143,10 +187,101 @@ def record(
     raise RuntimeError("unreachable")
 
 
-def verify_chain() -> chain.Verification:
-    head = AuditHead.objects.filter(pk=1).first()
-    rows = (
+def _rows(after_id: int = 0) -> Any:
+    return (
         {**event.hashed_fields(), "prev_hash": event.prev_hash, "hash": event.hash}
-        for event in AuditEvent.objects.order_by("id").iterator(chunk_size=2000)
+        for event in AuditEvent.objects.filter(id__gt=after_id).order_by("id").iterator(chunk_size=2000)
     )
-    return chain.verify(rows, head.count if head else 0, head.last_hash if head else None)
+
+
+def _head_problems(key: bytes, head: AuditHead | None) -> list[str]:
+    if head is None or head.count == 0 or chain.sealed(key, head.mac, "head", head.count, head.last_hash):
+        return []
+    return ["The log's head (its count of events and newest hash) was rewritten without the audit key."]
+
+
+def verify_chain() -> chain.Verification:
+    """Every event from the first: what ``audit_verify`` runs."""
+    key = audit_key()
+    head = AuditHead.objects.filter(pk=1).first()
+    result = chain.verify(key, _rows(), head.count if head else 0, head.last_hash if head else None)
+    return _with(result, _head_problems(key, head))
+
+
+def _with(result: chain.Verification, problems: list[str]) -> chain.Verification:
+    if problems:
+        result.problems = problems + result.problems
+        result.ok = False
+    return result
+
+
+CHECKPOINT_EVERY = 1000
+
+
+def _checkpoint(key: bytes) -> AuditCheckpoint | None:
+    """The newest checkpoint that is sealed and whose event still carries the hash it sealed."""
+    for checkpoint in AuditCheckpoint.objects.order_by("-event_id")[:5]:
+        if not chain.sealed(key, checkpoint.mac, "checkpoint", checkpoint.event_id, checkpoint.count, checkpoint.hash):
+            continue
+        if AuditEvent.objects.filter(pk=checkpoint.event_id, hash=checkpoint.hash).exists():
+            return checkpoint
+    return None
+
+
+def verify_recent() -> chain.Verification:
+    """The events since the last verified checkpoint, and the head: what the audit page runs.
+
+    An intact walk of at least CHECKPOINT_EVERY new events leaves a new checkpoint, so the
+    next visit starts there. Its ``checked`` counts the events walked this time.
+    """
+    key = audit_key()
+    head = AuditHead.objects.filter(pk=1).first()
+    checkpoint = _checkpoint(key)
+    start_id, start_hash, start_count = (
+        (checkpoint.event_id, checkpoint.hash, checkpoint.count) if checkpoint else (0, chain.GENESIS, 0)
+    )
+    last_id = start_id
+    rows = []
+    for row in _rows(start_id):
+        last_id = row["id"]
+        rows.append(row)
+    result = chain.verify(
+        key,
+        rows,
+        head.count if head else 0,
+        head.last_hash if head else None,
+        start_hash=start_hash,
+        start_count=start_count,
+    )
+    result = _with(result, _head_problems(key, head))
+    if result.ok and result.checked >= CHECKPOINT_EVERY:
+        count = start_count + result.checked
+        AuditCheckpoint.objects.get_or_create(
+            event_id=last_id,
+            defaults={
+                "count": count,
+                "hash": result.head,
+                "mac": chain.seal(key, "checkpoint", last_id, count, result.head),
+            },
+        )
+    return result
+
+
+class RefusalBurst(models.Model):
+    """Refused broker messages of one host, counted instead of audited one by one.
+
+    The first refusal of a burst is audited at once (so an attack shows), the rest only
+    counted; when the burst's window has passed, one more event gives the count and the
+    time span. A flood of forged messages therefore writes two events a window, however
+    many messages it sends.
+    """
+
+    host = models.CharField(max_length=253)
+    started = models.DateTimeField()
+    last = models.DateTimeField()
+    count = models.BigIntegerField(default=1)
+    sample = models.JSONField(default=dict)
+    closed = models.BooleanField(default=False, db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.count} refused message(s) on {self.host} since {self.started:%H:%M:%S}"

@@ -36,9 +36,11 @@ class State(models.TextChoices):
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
     ROLLED_BACK = "rolled_back", "Rolled back"
+    EXPIRED = "expired", "Expired"
+    CANCELLED = "cancelled", "Cancelled"
 
 
-FINISHED_STATES = frozenset({State.SUCCEEDED, State.FAILED, State.ROLLED_BACK})
+FINISHED_STATES = frozenset({State.SUCCEEDED, State.FAILED, State.ROLLED_BACK, State.EXPIRED, State.CANCELLED})
 
 
 class Job(models.Model):
@@ -59,6 +61,9 @@ class Job(models.Model):
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
     snapshot = models.ForeignKey("hosts.Snapshot", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # Who runs it while it is running: "machine boot-id pid start-time" (webui/jobs/owner.py).
+    # The reconciler puts back only jobs whose owner is gone.
+    owner = models.CharField(max_length=200, blank=True, default="")
 
     class Meta:
         ordering = ["-created"]

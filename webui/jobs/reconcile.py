@@ -1,7 +1,10 @@
 """Closing jobs a worker left running: after a crash, a kill, a reboot or a hard time limit.
 
-When a host's worker starts, no job of that host can be running, so every job still marked
-``running`` was interrupted. Each is put back: the functions of its group return to the
+A job marked ``running`` names its owner, the process that runs it (webui/jobs/owner.py):
+the worker's pool process, or a root shell's ``manage.py device``. When the worker starts,
+or loses a pool process, every running job of its host whose owner is gone was
+interrupted; a job whose owner still runs (a shell command) is left to it. Each
+interrupted job is put back: the functions of its group return to the
 drivers the last snapshot before the job recorded (a half-done bind leaves a function on
 no driver at all), a half-done VF change returns to the count it had. Then the job is
 closed, its lock released, the audit told, and a fresh snapshot stored. Queued jobs are
@@ -24,6 +27,7 @@ from passthrough.ops.result import Recorder
 from passthrough.ops.sysfs import functions_state, put_back
 from webui.audit.models import record
 from webui.hosts.models import Host, Snapshot
+from webui.jobs import owner
 from webui.jobs.models import Action, GroupLock, Job, State
 from webui.jobs.runner import snapshot_step
 
@@ -142,35 +146,40 @@ def close_interrupted(job: Job, tree: HostTree) -> Job:
     snapshot = snapshot_step(job, tree, progress, reason=f"after reconciling job {job.pk}")
 
     with transaction.atomic():
-        Job.objects.filter(pk=job.pk).update(
+        if Job.objects.filter(pk=job.pk, state=State.RUNNING, owner=job.owner).update(
             state=state,
             finished=timezone.now(),
             message=message,
             steps=steps,
             result=result.to_json(),
             snapshot=snapshot,
-        )
-        GroupLock.objects.filter(job_id=job.pk).delete()
-    record(
-        actor="worker",
-        source="worker",
-        host=job.host.name,
-        action=job.action,
-        targets=result.targets,
-        parameters={**job.parameters, "reconciled": True},
-        state_before=result.state_before or None,
-        state_after=result.state_after or None,
-        result=outcome,
-        error=message,
-        job_id=job.pk,
-    )
+        ):
+            GroupLock.objects.filter(job_id=job.pk).delete()
+            record(
+                actor="worker",
+                source="worker",
+                host=job.host.name,
+                action=job.action,
+                targets=result.targets,
+                parameters={**job.parameters, "reconciled": True},
+                state_before=result.state_before or None,
+                state_after=result.state_after or None,
+                result=outcome,
+                error=message,
+                job_id=job.pk,
+            )
     job.refresh_from_db()
     return job
 
 
 def reconcile(host: Host, tree: HostTree) -> list[Job]:
-    """Close every job of ``host`` left running. Call only when no job of this host can be running."""
-    closed = [close_interrupted(job, tree) for job in Job.objects.filter(host=host, state=State.RUNNING).order_by("id")]
+    """Close every job of ``host`` left running by a process that is gone; jobs whose owner runs are left alone."""
+    closed = []
+    for job in Job.objects.filter(host=host, state=State.RUNNING).order_by("id"):
+        if not owner.is_gone(job.owner):
+            logger.info("job %s is running in %s, which is alive: left alone", job.pk, job.owner)
+            continue
+        closed.append(close_interrupted(job, tree))
     if closed:
         logger.warning("closed %d interrupted job(s) on %s", len(closed), host.name)
     return closed

@@ -1,13 +1,15 @@
 """Running a job on the root worker: the bridge from a Job row to passthrough.ops.
 
-``run_job`` checks that the message matches a queued job for this host, marks it running,
-calls the operation with a progress callback that writes each step to the row (the page
-polls it), then stores the outcome, a fresh snapshot of the host, an audit event, and
-releases the group lock, whatever happened.
+``run_job`` checks that the message matches a job of this host that is still queued, that
+the job's creator may still run it and that it has not waited too long, marks it running
+under this process as its owner, calls the operation with a progress callback that writes
+each step to the row (the page polls it), then stores a fresh snapshot of the host and, in
+one transaction, the outcome, its audit event and the release of the group lock.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
 from collections.abc import Callable
@@ -22,11 +24,13 @@ from passthrough.errors import PassthroughError
 from passthrough.host import HostTree
 from passthrough.ops.result import OperationResult, Step
 from webui.audit.models import record
+from webui.audit.refusals import refuse
 from webui.hosts.models import Snapshot
 from webui.hosts.snapshots import take_snapshot
 from webui.hosts.trees import worker_tree
+from webui.jobs import owner
 from webui.jobs.models import Action, GroupLock, Job, State
-from webui.jobs.service import JobRefused
+from webui.jobs.service import JobRefused, close_queued
 
 logger = logging.getLogger(__name__)
 
@@ -39,20 +43,10 @@ OUTCOME_STATES = {
 
 
 def refuse_message(action: str, message: str, kwargs: dict[str, Any]) -> None:
-    """Audit a message the worker will not run (forged, stale, or for another host)."""
+    """Count a message the worker will not run (forged, stale, replayed, for another host): see refusals."""
     shown = {str(key)[:40]: repr(value)[:200] for key, value in list(kwargs.items())[:20]}
     job_id = kwargs.get("job_id") if type(kwargs.get("job_id")) is int else None
-    logger.warning("%s", message)
-    record(
-        actor="worker",
-        source="worker",
-        host=settings.PASSTHROUGH_HOSTNAME,
-        action=action,
-        parameters={"message": shown},
-        result="refused",
-        error=message,
-        job_id=job_id,
-    )
+    refuse(settings.PASSTHROUGH_HOSTNAME, message, {"task": action, "arguments": shown}, job_id=job_id)
 
 
 class _StepWriter:
@@ -98,12 +92,62 @@ def run_job(action: str, arguments: dict[str, Any]) -> None:
     if mismatch:
         refuse_message(action, f"Refused a {action} message: {mismatch}.", arguments)
         return
-    # Only a queued job starts; a redelivered message for a job the reconciler closed does nothing.
-    if not Job.objects.filter(pk=job.pk, state=State.QUEUED).update(state=State.RUNNING, started=timezone.now()):
-        logger.info("job %s is %s, not queued: message ignored", job.pk, Job.objects.get(pk=job.pk).state)
+    if job.state != State.QUEUED:
+        # Sent again at worker start, or replayed from the broker: either way it runs nothing.
+        refuse_message(
+            action,
+            f"Refused a {action} message for job {job.pk}, which is {job.state}, not queued: "
+            "a duplicate or replayed message.",
+            arguments,
+        )
+        return
+    problem = authorization_problem(job)
+    if problem:
+        close_queued(job, State.FAILED, "refused", f"Not run: {problem}", actor="worker")
+        return
+    waited = timezone.now() - job.created
+    limit = datetime.timedelta(seconds=settings.PASSTHROUGH_JOB_MAX_WAIT)
+    if waited > limit:
+        close_queued(
+            job,
+            State.EXPIRED,
+            "expired",
+            f"Not run: the job waited {_minutes(waited)} for {job.host.name}'s worker, longer than the "
+            f"{_minutes(limit)} a job may wait. Nothing was changed; start it again if it is still wanted.",
+            actor="worker",
+        )
+        return
+    # Only a queued job starts; the owner lets the reconciler tell a running job from an abandoned one.
+    me = str(owner.current())
+    if not Job.objects.filter(pk=job.pk, state=State.QUEUED).update(
+        state=State.RUNNING, started=timezone.now(), owner=me
+    ):
+        logger.info("job %s was closed before it could start: message ignored", job.pk)
         return
     job.refresh_from_db()
     execute(job, worker_tree())
+
+
+def authorization_problem(job: Job) -> str | None:
+    """Why the job's creator may no longer run it, or None. Checked when the job starts, not only when it was sent."""
+    from webui.accounts.roles import can_operate
+
+    user = job.user
+    if user is None:
+        return f"job {job.pk} names no user who may run it (web jobs always do)."
+    user.refresh_from_db()
+    if not user.is_active:
+        return f"{user.username}'s account was deactivated after the job was queued."
+    if not can_operate(user):
+        return f"{user.username} is no longer an operator (may no longer run jobs)."
+    return None
+
+
+def _minutes(delta: datetime.timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    if minutes < 1:
+        return f"{int(delta.total_seconds())} seconds"
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
 
 
 def execute(job: Job, tree: HostTree, source: str = "worker") -> Job:
@@ -127,8 +171,10 @@ def execute(job: Job, tree: HostTree, source: str = "worker") -> Job:
         message = _message(job, result)
 
     snapshot = snapshot_step(job, tree, writer, reason=f"after job {job.pk}")
+    # The outcome, its audit event and the lock's release commit together or not at all; only
+    # the owner closes its job, so a job never has two outcomes.
     with transaction.atomic():
-        Job.objects.filter(pk=job.pk).update(
+        closed = Job.objects.filter(pk=job.pk, state=State.RUNNING, owner=job.owner).update(
             state=state,
             finished=timezone.now(),
             result=result.to_json() if result is not None else None,
@@ -136,21 +182,24 @@ def execute(job: Job, tree: HostTree, source: str = "worker") -> Job:
             steps=writer.steps,
             snapshot=snapshot,
         )
-        GroupLock.objects.filter(job_id=job.pk).delete()
-    record(
-        actor=job.actor,
-        user=job.user,
-        source=source,
-        host=job.host.name,
-        action=job.action,
-        targets=result.targets if result is not None and result.targets else job.targets,
-        parameters=job.parameters,
-        state_before=result.state_before if result is not None else None,
-        state_after=result.state_after if result is not None else None,
-        result=audit_result,
-        error=error_text,
-        job_id=job.pk,
-    )
+        if closed:
+            GroupLock.objects.filter(job_id=job.pk).delete()
+            record(
+                actor=job.actor,
+                user=job.user,
+                source=source,
+                host=job.host.name,
+                action=job.action,
+                targets=result.targets if result is not None and result.targets else job.targets,
+                parameters=job.parameters,
+                state_before=result.state_before if result is not None else None,
+                state_after=result.state_after if result is not None else None,
+                result=audit_result,
+                error=error_text,
+                job_id=job.pk,
+            )
+    if not closed:
+        logger.error("job %s was closed by someone else while it ran; its outcome here is not recorded", job.pk)
     job.refresh_from_db()
     return job
 
@@ -213,11 +262,17 @@ def _restore(tree: HostTree, job: Job, progress: _StepWriter) -> OperationResult
 
 
 def _reset(tree: HostTree, job: Job, progress: _StepWriter) -> OperationResult:
-    return ops.reset(tree, job.targets[0], method=job.parameters.get("method"), progress=progress)
+    parameters = job.parameters
+    return ops.reset(
+        tree, job.targets[0], method=parameters.get("method"), confirm=parameters.get("confirm"), progress=progress
+    )
 
 
 def _sriov(tree: HostTree, job: Job, progress: _StepWriter) -> OperationResult:
-    return ops.set_sriov_vfs(tree, job.targets[0], job.parameters.get("count"), progress=progress)
+    parameters = job.parameters
+    return ops.set_sriov_vfs(
+        tree, job.targets[0], parameters.get("count"), confirm=parameters.get("confirm"), progress=progress
+    )
 
 
 def _scan(tree: HostTree, job: Job, progress: _StepWriter) -> OperationResult:

@@ -2,13 +2,15 @@
 
 The web process never acts on hardware. The views check what they can against the host's
 latest snapshot first (so a user hears "this group is not viable" at once); this module
-saves a queued Job, takes the group's lock, audits the request and sends a task carrying
-only JSON primitives to that host's own queue. The root worker validates everything again
-against the live sysfs before it writes anything.
+saves a queued Job, takes the group's lock and audits the request in one transaction, then
+sends a signed task carrying only JSON primitives to that host's own queue. The root worker
+validates everything again against the live sysfs, and checks that the job's creator may
+still run it, before it writes anything. A queued job can be cancelled until it starts.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
 from typing import Any
 
@@ -51,8 +53,15 @@ def create_job(
     user: Any = None,
     actor: str,
     state: str = State.QUEUED,
+    audit: dict[str, Any] | None = None,
 ) -> Job:
-    """Save a job row and take its IOMMU group's lock, or JobRefused when the group is busy."""
+    """Save a job row and take its IOMMU group's lock, or JobRefused when the group is busy.
+
+    A job created running (the shell's) is owned by this process. ``audit`` (record()'s
+    keywords) is written in the same transaction as the row.
+    """
+    from webui.jobs import owner
+
     if action not in Action.values:
         raise JobRefused(f"{action!r} is not a job this app runs.")
     clean_targets = [str(PciAddress.parse(target)) for target in targets]
@@ -69,9 +78,12 @@ def create_job(
                 group=group,
                 state=state,
                 started=timezone.now() if state == State.RUNNING else None,
+                owner=str(owner.current()) if state == State.RUNNING else "",
             )
             if group is not None:
                 GroupLock.objects.create(host=host, group=group, job=job)
+            if audit is not None:
+                record(**audit, targets=clean_targets, parameters=job.parameters, job_id=job.pk)
     except IntegrityError:
         running = GroupLock.objects.filter(host=host, group=group).select_related("job").first()
         detail = f" (job {running.job.pk}, {running.job.get_action_display().lower()})" if running else ""
@@ -93,19 +105,17 @@ def submit(
 ) -> Job:
     """Save a queued job and send it to ``host``'s worker. Raises JobRefused or BrokerUnavailable."""
     actor = actor or getattr(user, "username", None) or "anonymous"
-    job = create_job(host=host, action=action, targets=targets, parameters=parameters, user=user, actor=actor)
-    clean_targets, parameters = job.targets, job.parameters
-
-    record(
-        actor=actor,
-        user=user,
-        source="web" if user is not None else "api",
-        host=host.name,
-        action=action,
-        targets=clean_targets,
-        parameters=parameters,
-        result="requested",
-        job_id=job.pk,
+    check_sending()
+    request = {
+        "actor": actor,
+        "user": user,
+        "source": "web" if user is not None else "api",
+        "host": host.name,
+        "action": action,
+        "result": "requested",
+    }
+    job = create_job(
+        host=host, action=action, targets=targets, parameters=parameters, user=user, actor=actor, audit=request
     )
     try:
         send(job)
@@ -113,6 +123,24 @@ def submit(
         close_unsent(job, error)
         raise
     return job
+
+
+def check_sending() -> None:
+    """Refuse before a job row exists when no message could be sent safely: an open broker, no signing key."""
+    from django.conf import settings
+
+    from webui.celery import SIGNING_READY, app
+    from webui.jobs.broker import BrokerRefused, SigningFiles, check_broker_url
+
+    try:
+        check_broker_url(app.conf.broker_url, settings.PASSTHROUGH_ALLOW_UNAUTHENTICATED_BROKER)
+    except BrokerRefused as error:
+        raise BrokerUnavailable(f"Jobs are not sent to this broker: {error}") from None
+    if not SIGNING_READY:
+        raise BrokerUnavailable(
+            "Jobs cannot be signed: " + SigningFiles(settings.BROKER_SIGNING_DIR).missing(),
+            hint="The root worker runs only signed jobs.",
+        )
 
 
 def _check_broker(url: str) -> None:
@@ -154,19 +182,62 @@ def send(job: Job) -> None:
 
 
 def close_unsent(job: Job, error: PassthroughError) -> None:
-    with transaction.atomic():
-        Job.objects.filter(pk=job.pk).update(state=State.FAILED, finished=timezone.now(), message=str(error))
-        GroupLock.objects.filter(job=job).delete()
-    record(
-        actor=job.actor,
-        user=job.user,
-        source="web",
-        host=job.host.name,
-        action=job.action,
-        targets=job.targets,
-        parameters=job.parameters,
-        result="failed",
-        error=str(error),
-        job_id=job.pk,
-    )
+    close_queued(job, State.FAILED, "failed", str(error), actor=job.actor, user=job.user, source="web")
     logger.warning("job %s not sent: %s", job.pk, error)
+
+
+def close_queued(
+    job: Job, state: str, audit_result: str, message: str, *, actor: str, user: Any = None, source: str = "worker"
+) -> bool:
+    """End a job that has not started (expired, cancelled, refused, never sent): row, lock and audit in one go.
+
+    False when the job was no longer queued (it started, or someone else closed it): then nothing changes.
+    """
+    with transaction.atomic():
+        if not Job.objects.filter(pk=job.pk, state=State.QUEUED).update(
+            state=state, finished=timezone.now(), message=message
+        ):
+            return False
+        GroupLock.objects.filter(job=job).delete()
+        record(
+            actor=actor,
+            user=user,
+            source=source,
+            host=job.host.name,
+            action=job.action,
+            targets=job.targets,
+            parameters=job.parameters,
+            result=audit_result,
+            error=message,
+            job_id=job.pk,
+        )
+    return True
+
+
+def cancel(job: Job, user: Any) -> bool:
+    """An operator cancels a job that has not started; False when it already has."""
+    return close_queued(
+        job,
+        State.CANCELLED,
+        "cancelled",
+        f"Cancelled by {user.username} before it started; nothing was changed.",
+        actor=user.username,
+        user=user,
+        source="web",
+    )
+
+
+def expire_stale(host: Host, max_wait: int) -> int:
+    """Close the queued jobs of ``host`` that waited longer than ``max_wait`` seconds (the worker's heartbeat)."""
+    cutoff = timezone.now() - datetime.timedelta(seconds=max_wait)
+    expired = 0
+    for job in Job.objects.filter(host=host, state=State.QUEUED, created__lt=cutoff).select_related("host"):
+        expired += close_queued(
+            job,
+            State.EXPIRED,
+            "expired",
+            f"Not run: the job waited more than {max_wait // 60} minutes for {host.name}'s worker. "
+            "Nothing was changed; start it again if it is still wanted.",
+            actor="worker",
+        )
+    return expired

@@ -3,7 +3,8 @@
 On start: register its host, close jobs a previous run left running, send queued jobs
 again, and store a first snapshot. While it runs: watch the kernel's PCI events (add,
 remove, bind, unbind) with pyudev and store a fresh snapshot after each burst of them, so a
-change made by hand shows in the UI; and say it is alive every half minute.
+change made by hand shows in the UI; and every half minute say it is alive, expire queued
+jobs that waited too long and audit the count of refused messages whose window has passed.
 
 Only a worker that consumes its host's queue does this; the web process imports this module
 too (Django loads the app) but its signals never fire there.
@@ -73,9 +74,25 @@ def on_worker_shutdown(**kwargs: Any) -> None:
 
 @task_failure.connect
 def on_task_failure(sender: Any = None, exception: BaseException | None = None, **kwargs: Any) -> None:
-    """A child process killed by the hard time limit or by the OOM killer leaves its job running."""
-    from billiard.exceptions import TimeLimitExceeded, WorkerLostError
+    """A message whose body could not be verified, or a pool process lost mid-job.
 
+    Celery verifies a task message's signature (and its content type) in the pool process,
+    just before the task would run; a message that fails ends here, never in the task. A
+    child killed by the hard time limit or by the OOM killer leaves its job running.
+    """
+    from billiard.exceptions import TimeLimitExceeded, WorkerLostError
+    from celery.exceptions import SecurityError
+    from kombu.exceptions import ContentDisallowed, DecodeError
+
+    if isinstance(exception, (SecurityError, ContentDisallowed, DecodeError)):
+        from webui.audit.refusals import refuse
+
+        refuse(
+            settings.PASSTHROUGH_HOSTNAME,
+            f"A message that is not signed by a trusted key, or was altered, was dropped ({exception}).",
+            {"task": str(getattr(sender, "name", ""))[:100], "id": str(kwargs.get("task_id", ""))[:100]},
+        )
+        return
     if not isinstance(exception, (WorkerLostError, TimeLimitExceeded)):
         return
     from webui.hosts.snapshots import this_host
@@ -87,15 +104,27 @@ def on_task_failure(sender: Any = None, exception: BaseException | None = None, 
 
 
 def _heartbeat() -> None:
-    from webui.hosts.models import Host
-
     while not _stop.wait(HEARTBEAT_SECONDS):
         try:
-            Host.objects.filter(name=settings.PASSTHROUGH_HOSTNAME).update(last_seen=timezone.now())
+            beat()
         except Exception:  # the database may be restarting; the next beat tries again
             logger.warning("heartbeat failed", exc_info=True)
         finally:
             connection.close()
+
+
+def beat() -> None:
+    from webui.audit.refusals import close_finished_bursts
+    from webui.hosts.models import Host
+    from webui.jobs.service import expire_stale
+
+    name = settings.PASSTHROUGH_HOSTNAME
+    Host.objects.filter(name=name).update(last_seen=timezone.now())
+    for host in Host.objects.filter(name=name):
+        expired = expire_stale(host, settings.PASSTHROUGH_JOB_MAX_WAIT)
+        if expired:
+            logger.warning("expired %d queued job(s) that waited too long", expired)
+    close_finished_bursts(name)
 
 
 def watch_pci_events(stop: threading.Event | None = None, on_burst: Any = None) -> None:

@@ -25,6 +25,7 @@ urlpatterns = [
     path("jobs/<int:pk>/", jobs.job_detail, name="job"),
     path("jobs/<int:pk>/undo/", jobs.undo, name="job_undo"),
     path("jobs/<int:pk>/give-back/", jobs.give_back, name="job_give_back"),
+    path("jobs/<int:pk>/cancel/", jobs.cancel, name="job_cancel"),
     path("audit/", audit.audit_log, name="audit"),
     path("audit/export.<str:fmt>", audit.export, name="audit_export"),
 ]

@@ -1,9 +1,10 @@
-"""Jobs: the list, one job live (polled by htmx until it ends, then 286), undo and give back."""
+"""Jobs: the list, one job live (polled by htmx until it ends, then 286), cancel, undo and give back."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
@@ -12,6 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
 from webui.accounts.decorators import operator_required
+from webui.jobs import service
 from webui.jobs.models import Action, Job, State
 from webui.wizard.forms import JobFilterForm
 from webui.wizard.views.common import run_job
@@ -59,6 +61,7 @@ def job_context(job: Job) -> dict[str, Any]:
         "undone_by": undone_by,
         "can_give_back": job.action == Action.BIND_VFIO and job.state == State.SUCCEEDED,
         "show_states": True,
+        "max_wait_minutes": settings.PASSTHROUGH_JOB_MAX_WAIT // 60,
     }
 
 
@@ -106,3 +109,18 @@ def give_back(request: HttpRequest, pk: int) -> HttpResponse:
         parameters={"previous_drivers": previous_drivers(job) or None},
     )
     return redirect("job", pk=(made or job).pk)
+
+
+@require_POST
+@operator_required
+def cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    """Cancel a job that is still queued; the worker then drops its message unrun."""
+    job = get_object_or_404(Job.objects.select_related("host"), pk=pk)
+    if service.cancel(job, request.user):
+        messages.success(request, f"Job {job.pk} was cancelled before it started; nothing was changed.")
+    else:
+        job.refresh_from_db()
+        messages.error(
+            request, f"Job {job.pk} is {job.get_state_display().lower()}, not queued: it cannot be cancelled."
+        )
+    return redirect("job", pk=job.pk)
