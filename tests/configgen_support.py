@@ -7,9 +7,11 @@ host addresses, guest slots and options rather than text.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
+import stat
 import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -261,6 +263,46 @@ def guest_slot_partition(devices: list[VfioDevice]) -> set[frozenset[str]]:
 def script_argv(script: str) -> list[str]:
     """The QEMU argv of our generated script: everything after ``exec``."""
     return command_argv(script.split("\nexec ", 1)[1])
+
+
+@dataclass(frozen=True)
+class ScriptRun:
+    argv: list[str]  # what qemu-system-x86_64 received
+    copied: list[str]  # cp's arguments (the OVMF VARS template and the VM's copy), or [] when not run
+
+
+def run_qemu_script(text: str, workdir: Path, *extra: str) -> ScriptRun:
+    """Check a generated QEMU script with ``sh -n`` and ``bash -n``, then run it with fake
+    ``qemu-system-x86_64``, ``cp`` and ``mkdir`` first on PATH and ``extra`` as its arguments."""
+    script = workdir / "vm.sh"
+    script.write_text(text)
+    for shell in ("sh", "bash"):
+        checked = subprocess.run([shell, "-n", str(script)], capture_output=True, text=True, check=False)
+        assert checked.returncode == 0, f"{shell} -n: {checked.stderr}"
+    fake_bin = workdir / "bin"
+    fake_bin.mkdir()
+    record, copied = workdir / "argv", workdir / "copied"
+    _fake(fake_bin / "qemu-system-x86_64", f'#!/bin/sh\nfor a in "$@"; do printf \'%s\\0\' "$a"; done > {record}\n')
+    _fake(fake_bin / "cp", f'#!/bin/sh\necho "$@" > {copied}\n')
+    _fake(fake_bin / "mkdir", "#!/bin/sh\nexit 0\n")
+    result = subprocess.run(
+        ["sh", str(script), *extra],
+        env={**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return ScriptRun(
+        argv=record.read_bytes().decode().split("\0")[:-1],
+        copied=copied.read_text().split() if copied.exists() else [],
+    )
+
+
+def _fake(path: Path, text: str) -> None:
+    path.write_text(text)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
 
 
 # --------------------------------------------------------------------------------------

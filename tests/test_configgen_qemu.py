@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import shlex
-import stat
-import subprocess
-from pathlib import Path
 
 import pytest
 
 from passthrough.configgen import PassedDevice, VmSpec, build_spec, generate
 from passthrough.configgen.qemu import arguments
 from passthrough.inventory import Inventory, scan
-from tests.configgen_support import desktop, desktop_with_quad_nic, script_argv, vfio_devices
+from tests.configgen_support import desktop, desktop_with_quad_nic, run_qemu_script, script_argv, vfio_devices
 
 
 @pytest.fixture
@@ -146,37 +142,13 @@ def test_each_line_is_one_option_shell_quoted(inventory):
 def test_script_runs_and_hands_qemu_exactly_its_arguments(inventory, tmp_path):
     spec = build_spec(inventory, ["01:00.0", "03:00.0"], name="win10", hugepages=True, hide_kvm=True)
     config = generate(inventory, spec, "qemu")
-    script = tmp_path / config.filename
-    script.write_text(config.text)
-    assert subprocess.run(["sh", "-n", str(script)], check=False).returncode == 0
-
-    fake_bin = tmp_path / "bin"
-    fake_bin.mkdir()
-    record = tmp_path / "argv"
-    _fake(fake_bin / "qemu-system-x86_64", f'#!/bin/sh\nfor a in "$@"; do printf \'%s\\0\' "$a"; done > {record}\n')
-    _fake(fake_bin / "cp", f'#!/bin/sh\necho "$@" > {tmp_path / "copied"}\n')
-    _fake(fake_bin / "mkdir", "#!/bin/sh\nexit 0\n")
-    result = subprocess.run(
-        ["sh", str(script), "-drive", "file=/images/win 10.qcow2,if=virtio"],
-        env={**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}"},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    received = record.read_bytes().decode().split("\0")[:-1]
+    run = run_qemu_script(config.text, tmp_path, "-drive", "file=/images/win 10.qcow2,if=virtio")
     lines, _ = arguments(spec)
-    assert received == [token for line in lines for token in line] + ["-drive", "file=/images/win 10.qcow2,if=virtio"]
-    assert (tmp_path / "copied").read_text().split() == [
+    assert run.argv == [token for line in lines for token in line] + ["-drive", "file=/images/win 10.qcow2,if=virtio"]
+    assert run.copied == [
         "/usr/share/OVMF/OVMF_VARS_4M.fd",
         "/var/lib/passthrough-wizard/win10_VARS.fd",
     ]
-
-
-def _fake(path: Path, text: str) -> None:
-    path.write_text(text)
-    path.chmod(path.stat().st_mode | stat.S_IXUSR)
 
 
 def test_header_says_which_devices_were_added_and_what_the_host_lacks(make_tree):
