@@ -4,7 +4,8 @@
 what has to move with them (the other endpoints of their IOMMU groups, the other
 functions of the same card) and saying why; ``generate(inventory, spec, target)`` renders
 it for one target and lists what the host needs for it to work, checked against the
-inventory now.
+inventory now. Every value that came from the host (names, drivers, paths, addresses)
+enters a target's text through :mod:`passthrough.configgen.safe`, one function per context.
 """
 
 from __future__ import annotations

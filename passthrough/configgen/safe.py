@@ -16,7 +16,8 @@ lands in:
 - :func:`vmx_value` for ``key = "value"`` in a .vmx, escaped the way VMware does
   (``|22`` for ``"``), which VMware reads back exactly, so nothing needs refusing.
 
-Imports: spec (for :class:`ConfigError`) only; the generators import this.
+Imports: spec (for :class:`ConfigError`) only. The generators import this, and spec's ROM
+check reads :data:`UNSAFE` from here inside the function, so the two never import in a loop.
 """
 
 from __future__ import annotations
@@ -53,14 +54,10 @@ def _visible(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
-def printable(value: object) -> str:
-    """``value`` as text with every unsafe character written as a visible escape."""
-    return UNSAFE.sub(_visible, str(value))
-
-
 def comment_text(value: object) -> str:
-    """Text for a ``#`` line comment: only a line break ends one, and none gets through."""
-    return printable(value)
+    """Text for a ``#`` line comment, every unsafe character written as a visible escape:
+    only a line break ends such a comment, and none gets through."""
+    return UNSAFE.sub(_visible, str(value))
 
 
 def comment_lines(lines: Iterable[str], prefix: str = "# ") -> list[str]:
@@ -70,7 +67,7 @@ def comment_lines(lines: Iterable[str], prefix: str = "# ") -> list[str]:
 
 def xml_comment_text(value: object) -> str:
     """Text for inside ``<!-- -->``, where ``--`` may not appear at all (so neither may ``-->``)."""
-    return re.sub("-(?=-)", "- ", printable(value))
+    return re.sub("-(?=-)", "- ", comment_text(value))
 
 
 def exact_value(value: str, what: str) -> str:
