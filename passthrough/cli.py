@@ -313,12 +313,15 @@ def run_vmconfig(args: argparse.Namespace, out: TextIO) -> int:
         write_json(out, {**config.to_json(), "devices": [device.address for device in spec.devices]})
         return EXIT_OK
     out.write(config.text if config.text.endswith("\n") else config.text + "\n")
+    # Names in these lines come from the host tree: no escape sequence reaches the terminal.
+    from passthrough.configgen.safe import comment_text
+
     added = [device for device in spec.devices if device.added_because]
     for device in added:
-        print(f"added {device.address}: {device.added_because}", file=sys.stderr)
+        print(f"added {device.address}: {comment_text(device.added_because)}", file=sys.stderr)
     missing = [requirement for requirement in config.host_requirements if requirement.met is False]
     for requirement in missing:
-        print(f"host not ready: {requirement.text}", file=sys.stderr)
+        print(f"host not ready: {comment_text(requirement.text)}", file=sys.stderr)
     return EXIT_OK
 
 

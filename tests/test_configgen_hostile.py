@@ -233,6 +233,10 @@ def test_vmconfig_prints_the_same_lines_for_a_hostile_capture(hostile_root, plai
     calm = vmconfig(plain.root, pci_ids(tmp_path / "plain.ids", "plain"), "--target", target)
     assert hostile.returncode == calm.returncode == 0, hostile.stderr.decode(errors="replace")
     assert_shaped_like(target, hostile.stdout.decode("utf-8"), calm.stdout.decode("utf-8"))
+    # The notes on stderr name the same functions and carry no escape sequence to the terminal.
+    notes = hostile.stderr.decode("utf-8")
+    assert notes.count("\n") == calm.stderr.decode("utf-8").count("\n")
+    assert CONTROL.search(notes.replace("\n", "")) is None
 
 
 @pytest.mark.parametrize("rom", ["/roms/gpu\n.rom", "/roms/\x1b[31m.rom", "/roms/a\u2028b.rom"])
