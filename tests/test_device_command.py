@@ -69,3 +69,40 @@ def test_a_group_with_a_job_in_progress_is_refused(tree):
     with pytest.raises(CommandError, match="already has a job in progress"):
         call_command("device", "bind", "01:00.0")
     assert scan(tree).device("0000:01:00.0").driver == "nouveau"
+
+
+@pytest.fixture
+def console_tree(tmp_path, settings):
+    """The X570 whose boot GT 710 has no PCI driver but carries the efifb console."""
+    from dataclasses import replace
+
+    from tests.kernelhosts import GT710, x570
+
+    spec = x570(console="efifb")
+    spec.functions = [replace(f, driver=None) if f.address == GT710.address else f for f in spec.functions]
+    root = write_tree(spec, tmp_path / "x570")
+    settings.PASSTHROUGH_ROOT = str(root)
+    settings.PASSTHROUGH_KERNEL = "double"
+    settings.PASSTHROUGH_HOSTNAME = "x570"
+    take_snapshot(this_host(), KernelDouble(root), "startup")
+    return root
+
+
+def test_a_reset_of_the_console_gpu_from_the_shell_needs_confirm_like_bind(console_tree, capsys):
+    with pytest.raises(SystemExit):
+        call_command("device", "reset", "0c:00.0")
+    refused = Job.objects.get()
+    assert refused.state == State.FAILED and "touches host-critical functions" in refused.message
+    assert "firmware framebuffer" in refused.message and "type 0000:0c:00.0 as the confirmation" in refused.message
+    assert KernelDouble(console_tree).state.resets == []
+
+    call_command("device", "reset", "0c:00.0", "--confirm", "0000:0c:00.0")
+    assert "succeeded" in capsys.readouterr().out
+    assert Job.objects.latest("id").parameters == {"method": None, "confirm": "0000:0c:00.0"}
+    assert KernelDouble(console_tree).state.resets == [{"address": "0000:0c:00.0", "method": "bus"}]
+
+
+def test_the_lpc_bridge_is_not_reset_from_the_shell_whatever_is_confirmed(console_tree):
+    with pytest.raises(SystemExit):
+        call_command("device", "reset", "00:14.3", "--method", "pm", "--confirm", "0000:00:14.3")
+    assert "LPC/ISA bridge; the host cannot run without it" in Job.objects.get().message

@@ -100,6 +100,8 @@ def _validate(tree: HostTree, address: Any, method: Any, confirm: Any) -> tuple[
     confirmation = parse_confirm(confirm)
     inventory = scan(tree)
     function = require_device(inventory, wanted)
+    # The interlock speaks first, as on the device page: no other answer matters for the chipset.
+    permission = check_action(inventory, RESET, [wanted], confirmation, method=chosen)
     listed = function.reset_methods
     if listed is None:
         if not function.has_reset:
@@ -124,8 +126,6 @@ def _validate(tree: HostTree, address: Any, method: Any, confirm: Any) -> tuple[
         raise ResetUnavailable(
             f"{describe(function)} has no reset attribute.", path=tree.path(f"{PCI_DEVICES}/{wanted}")
         )
-    # Before the driver: binding the chipset to vfio-pci first is never the way to reset it.
-    permission = check_action(inventory, RESET, [wanted], confirmation, method=chosen)
     if function.driver not in (None, VFIO):
         raise DeviceInUse(
             f"{describe(function)} is driven by {function.driver}; resetting it under a live driver can crash "

@@ -83,8 +83,8 @@ SCHEMAS: dict[str, dict[str, Callable[[Any], Any]]] = {
     Action.SCAN: {},
     Action.BIND_VFIO: {"address": _text, "confirm": _optional_text, "release_console": _bool},
     Action.RESTORE_DRIVER: {"address": _text, "previous_drivers": _drivers},
-    Action.RESET: {"address": _text, "method": _optional_text},
-    Action.SET_SRIOV_VFS: {"address": _text, "count": _count},
+    Action.RESET: {"address": _text, "method": _optional_text, "confirm": _optional_text},
+    Action.SET_SRIOV_VFS: {"address": _text, "count": _count, "confirm": _optional_text},
     Action.PERSIST_BINDING: {
         "addresses": _texts,
         "native_drivers": _drivers,
@@ -145,8 +145,12 @@ def task_arguments(job: Job) -> dict[str, Any]:
             "release_console": parameters.get("release_console", False),
         },
         Action.RESTORE_DRIVER: {"address": first, "previous_drivers": parameters.get("previous_drivers")},
-        Action.RESET: {"address": first, "method": parameters.get("method")},
-        Action.SET_SRIOV_VFS: {"address": first, "count": parameters.get("count")},
+        Action.RESET: {"address": first, "method": parameters.get("method"), "confirm": parameters.get("confirm")},
+        Action.SET_SRIOV_VFS: {
+            "address": first,
+            "count": parameters.get("count"),
+            "confirm": parameters.get("confirm"),
+        },
         Action.PERSIST_BINDING: {
             "addresses": list(job.targets),
             "native_drivers": parameters.get("native_drivers"),

@@ -38,7 +38,6 @@ class Command(BaseCommand):
         verbs = parser.add_subparsers(dest="verb", required=True)
         bind = verbs.add_parser("bind", help="bind every endpoint of ADDR's IOMMU group to vfio-pci")
         bind.add_argument("address")
-        bind.add_argument("--confirm", help="the confirmation the error asks for when a member is host-critical")
         bind.add_argument("--release-console", action="store_true", help="release the boot GPU from the console first")
         restore = verbs.add_parser("restore", help="give ADDR's group back to its host drivers")
         restore.add_argument("address")
@@ -48,6 +47,10 @@ class Command(BaseCommand):
         sriov = verbs.add_parser("sriov", help="set the number of SR-IOV virtual functions of ADDR")
         sriov.add_argument("address")
         sriov.add_argument("count", type=int)
+        for sub in (bind, reset, sriov):
+            sub.add_argument(
+                "--confirm", help="the confirmation the error asks for when it touches host-critical functions"
+            )
         for sub in (bind, restore, reset, sriov):
             sub.add_argument("--format", choices=["text", "json"], default="text")
 
@@ -61,9 +64,9 @@ class Command(BaseCommand):
         if verb == "bind":
             parameters = {"confirm": options["confirm"], "release_console": options["release_console"]}
         elif verb == "reset":
-            parameters = {"method": options["method"]}
+            parameters = {"method": options["method"], "confirm": options["confirm"]}
         elif verb == "sriov":
-            parameters = {"count": options["count"]}
+            parameters = {"count": options["count"], "confirm": options["confirm"]}
         if os.geteuid() != 0 and settings.PASSTHROUGH_KERNEL != "double":
             self.stderr.write("Warning: not running as root; the kernel will refuse the writes (EACCES).")
 
