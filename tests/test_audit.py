@@ -252,3 +252,15 @@ def test_refused_messages_are_one_event_a_window_and_then_a_count(monkeypatch):
     assert summary.parameters["refused"] == 500 and "499 after the first" in summary.error
     refusals.refuse("pve1", "forged again", {})
     assert AuditEvent.objects.count() == 3 and verify_chain().ok
+
+
+def test_the_worker_heartbeat_keeps_the_page_checkpoint_recent(monkeypatch, settings):
+    from webui.audit import models
+    from webui.jobs.worker import beat
+
+    settings.PASSTHROUGH_HOSTNAME = "beating"
+    monkeypatch.setattr(models, "CHECKPOINT_EVERY", 3)
+    events = _events(4)
+    beat()
+    assert AuditCheckpoint.objects.get().event_id == events[-1].pk
+    assert verify_recent().checked == 0

@@ -125,6 +125,10 @@ def beat() -> None:
         if expired:
             logger.warning("expired %d queued job(s) that waited too long", expired)
     close_finished_bursts(name)
+    # Keeps the audit page's checkpoint recent, so no visit walks more than a beat's events.
+    from webui.audit.models import verify_recent
+
+    verify_recent()
 
 
 def watch_pci_events(stop: threading.Event | None = None, on_burst: Any = None) -> None:

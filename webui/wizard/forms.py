@@ -33,9 +33,11 @@ class BindForm(forms.Form):
 
 
 class ResetForm(forms.Form):
-    """A reset: the kernel's choice (empty) or one of the methods the device lists."""
+    """A reset: the kernel's choice (empty) or one of the methods the device lists, and the
+    typed confirmation when the interlock asks for one."""
 
     method = forms.ChoiceField(required=False)
+    confirm = forms.CharField(required=False, max_length=200)
 
     def __init__(self, *args: Any, methods: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -44,6 +46,7 @@ class ResetForm(forms.Form):
 
 class SriovForm(forms.Form):
     count = forms.IntegerField(min_value=0, label="Virtual functions")
+    confirm = forms.CharField(required=False, max_length=200)
 
     def __init__(self, *args: Any, total: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
