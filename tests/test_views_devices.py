@@ -129,7 +129,7 @@ def test_a_group_that_is_not_viable_is_refused_in_words_and_nothing_is_queued(du
 
 def test_a_host_critical_group_needs_its_phrase_typed(duo, operator_client, test_broker):
     response = operator_client.post(bind_url(DUO_NVME_GROUP), {f"confirm-{DUO_NVME_GROUP}": "yes"}, follow=True)
-    assert f"type {DUO_NVME} in the confirmation box (you typed “yes”)" in response.content.decode()
+    assert f"(“yes”) is not the one asked for. To go ahead anyway, type {DUO_NVME}" in response.content.decode()
     assert not Job.objects.exists()
     operator_client.post(bind_url(DUO_NVME_GROUP), {f"confirm-{DUO_NVME_GROUP}": DUO_NVME})
     assert Job.objects.get().parameters == {"confirm": DUO_NVME, "release_console": False}
@@ -262,7 +262,7 @@ def test_a_reset_with_a_listed_method_becomes_a_job(vfio_gpu, operator_client, t
     )
     job = Job.objects.get()
     assert response.status_code == 302 and response.url == reverse("job", kwargs={"pk": job.pk})
-    assert (job.action, job.targets, job.parameters) == ("reset", [gpu], {"method": "bus"})
+    assert (job.action, job.targets, job.parameters) == ("reset", [gpu], {"method": "bus", "confirm": None})
 
 
 def test_an_unlisted_reset_method_is_refused_in_words(vfio_gpu, operator_client, test_broker):
@@ -280,7 +280,7 @@ def test_setting_vfs_becomes_a_job_and_out_of_range_counts_are_refused(e810, ope
     assert not Job.objects.exists()
     operator_client.post(url, {"count": "8"})
     job = Job.objects.get()
-    assert (job.action, job.parameters) == ("set_sriov_vfs", {"count": 8})
+    assert (job.action, job.parameters) == ("set_sriov_vfs", {"count": 8, "confirm": None})
 
 
 def test_a_function_without_sriov_gets_no_vf_job(duo, operator_client, test_broker):

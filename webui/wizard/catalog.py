@@ -3,16 +3,17 @@
 Plain Python over an :class:`~passthrough.inventory.Inventory` (no Django), so it is
 tested on its own and built once per snapshot (the page cache keeps it, see
 ``snapshots.py``). Filtering keeps whole groups: a group is shown with every member or
-not at all, since vfio hands a VM the whole group.
+not at all, since vfio hands a VM the whole group. Whether a group may be passed, and
+what must be typed first, is the interlock's answer (:mod:`passthrough.ops.interlock`),
+the one the worker asks again before it acts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from passthrough import isolation
 from passthrough.inventory import Inventory, IommuGroup, PciFunction
-from passthrough.ops import confirmation_phrase
+from passthrough.ops.interlock import BIND, judge
 
 # The kinds the filter offers, in the order a user looks for them.
 FILTER_KINDS = {"gpu": "GPU", "network": "Network", "storage": "Storage", "usb": "USB"}
@@ -87,39 +88,25 @@ def _search_text(functions: list[PciFunction], group: IommuGroup) -> str:
     return "\n".join(words).lower()
 
 
-def _verdict(group: IommuGroup, functions: list[PciFunction]) -> tuple[str, list[str]]:
-    if group.viable:
-        return VIABLE, []
-    if group.host_critical:
-        # Judged again without the host-critical findings: only those can be overridden.
-        plain = isolation.build_groups(functions, {})[0]
-        if plain.viable:
-            return NEEDS_CONFIRMATION, []
-        return NOT_VIABLE, _blockers(plain, functions)
-    return NOT_VIABLE, _blockers(group, functions)
-
-
-def _blockers(group: IommuGroup, functions: list[PciFunction]) -> list[str]:
-    """The reasons that make the group not viable. Isolation lists them first, then one line
-    that names every endpoint ("In this group: ..."); a group of bridges has only its own."""
-    endpoints = [function for function in functions if function.address in group.endpoints]
-    names = ", ".join(isolation.describe(function) for function in endpoints)
-    blockers = []
-    for reason in group.reasons:
-        if endpoints and reason.endswith(f"{names}."):
-            break
-        blockers.append(reason)
-    return blockers or list(group.reasons)
+def _verdict(inventory: Inventory, group: IommuGroup) -> tuple[str, list[str], str | None]:
+    """The group's verdict, what blocks it and the phrase to type: the interlock's answer for a bind."""
+    if not group.endpoints:
+        return NOT_VIABLE, list(group.reasons), None  # only bridges: nothing to pass
+    verdict = judge(inventory, BIND, group.endpoints)
+    if verdict.never:
+        return NOT_VIABLE, list(verdict.never), None
+    if verdict.confirm_phrase:
+        return NEEDS_CONFIRMATION, [], verdict.confirm_phrase
+    return VIABLE, [], None
 
 
 def group_card(inventory: Inventory, group: IommuGroup) -> GroupCard:
     functions = [function for function in (inventory.device(address) for address in group.devices) if function]
-    verdict, blocked = _verdict(group, functions)
+    verdict, blocked, phrase = _verdict(inventory, group)
     members = [
         Member(function, inventory.host_critical.get(function.address, []), function.address in group.bridges)
         for function in functions
     ]
-    critical = [address for address in group.endpoints if address in inventory.host_critical]
     # A boot GPU matters when the host's console holds it (hostcritical says so): then it must be released.
     boot_gpu = next(
         (f for f in functions if f.is_display and f.boot_vga and f.address in inventory.host_critical),
@@ -130,7 +117,7 @@ def group_card(inventory: Inventory, group: IommuGroup) -> GroupCard:
         members=members,
         verdict=verdict,
         blocked=blocked,
-        confirm_phrase=confirmation_phrase(critical) if critical and verdict == NEEDS_CONFIRMATION else None,
+        confirm_phrase=phrase,
         boot_gpu=boot_gpu,
         kinds=frozenset(function.kind for function in functions),
         search_text=_search_text(functions, group),

@@ -8,13 +8,15 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from passthrough.inventory import PciFunction
+from passthrough.errors import PassthroughError
+from passthrough.inventory import Inventory, PciFunction
+from passthrough.ops.interlock import BIND, RESET, SET_SRIOV_VFS, check_action, judge
 from webui.accounts.decorators import operator_required
 from webui.hosts.models import Host
 from webui.wizard import snapshots
 from webui.wizard.catalog import group_card
 from webui.wizard.forms import BindForm, ResetForm, SriovForm
-from webui.wizard.views.common import get_host, host_page, parse_address_or_404, run_job
+from webui.wizard.views.common import error_text, get_host, host_page, parse_address_or_404, run_job
 
 
 @require_GET
@@ -36,17 +38,25 @@ def device(request: HttpRequest, host: str, address: str) -> HttpResponse:
         virtfns=[inventory.device(a) for a in function.virtfns if inventory.device(a)],
         physfn=inventory.device(function.physfn) if function.physfn else None,
         bridges=[inventory.device(a) for a in function.bridges if inventory.device(a)],
-        reset_blocked=reset_blocked(function),
+        reset_blocked=reset_blocked(inventory, function),
+        # What the interlock asks before a reset or a VF change: the page says it, the worker asks again.
+        reset_verdict=judge(inventory, RESET, [wanted]),
         reset_form=ResetForm(methods=function.reset_methods or []),
+        sriov_verdict=judge(inventory, SET_SRIOV_VFS, [wanted]) if function.sriov_totalvfs else None,
         sriov_form=SriovForm(initial={"count": function.sriov_numvfs or 0}, total=function.sriov_totalvfs or 0),
     )
     return render(request, "hosts/device.html", context)
 
 
-def reset_blocked(function: PciFunction) -> str | None:
-    """Why the page offers no reset for this function (the worker checks again), or None."""
-    if function.is_bridge:
-        return "Bridges are not reset from here: a bus reset would take every device below with it."
+def reset_blocked(inventory: Inventory, function: PciFunction) -> str | None:
+    """Why the page offers no reset for this function (the worker checks again), or None.
+
+    The interlock speaks first (the chipset, bridges, and what a bus reset takes along);
+    then the device's own state as the snapshot shows it.
+    """
+    verdict = judge(inventory, RESET, [function.address])
+    if not verdict.allowed:
+        return verdict.reason()
     if function.driver not in (None, "vfio-pci"):
         return f"It is bound to {function.driver}: resetting a device under its host driver is unsafe. Bind it to vfio-pci first."
     if function.reset_methods == [] or (function.reset_methods is None and function.has_reset is False):
@@ -54,29 +64,47 @@ def reset_blocked(function: PciFunction) -> str | None:
     return None
 
 
-def _function_or_404(host: Host, address: str) -> PciFunction:
+def _function_or_404(host: Host, address: str) -> tuple[Inventory, PciFunction]:
     wanted = parse_address_or_404(address)
     snapshot = snapshots.latest(host)
-    function = snapshots.inventory_of(snapshot).device(wanted) if snapshot else None
-    if function is None:
+    inventory = snapshots.inventory_of(snapshot) if snapshot else None
+    function = inventory.device(wanted) if inventory else None
+    if inventory is None or function is None:
         raise Http404(f"There is no PCI function {wanted} on {host.name} in its latest snapshot.")
-    return function
+    return inventory, function
+
+
+def _refusal(
+    inventory: Inventory, action: str, function: PciFunction, confirm: str, method: str | None = None
+) -> str | None:
+    """The interlock's refusal in words, or None when the action may be queued."""
+    try:
+        check_action(inventory, action, [function.address], confirm, method=method)
+    except PassthroughError as error:
+        return error_text(error)
+    return None
 
 
 @require_POST
 @operator_required
 def reset_device(request: HttpRequest, host: str, address: str) -> HttpResponse:
     found = get_host(request, host)
-    function = _function_or_404(found, address)
+    inventory, function = _function_or_404(found, address)
     back = reverse("device", kwargs={"host": found.name, "address": function.address})
     form = ResetForm(request.POST, methods=function.reset_methods or [])
-    blocked = reset_blocked(function)
+    blocked = reset_blocked(inventory, function)
     if blocked or not form.is_valid():
         reason = blocked or "Pick one of the reset methods the device lists, or the kernel's choice."
         messages.error(request, f"{function.address} was not reset: {reason}")
         return redirect(back)
     method = form.cleaned_data["method"] or None
-    job = run_job(request, host=found, action="reset", targets=[function.address], parameters={"method": method})
+    confirm = form.cleaned_data["confirm"].strip()
+    refused = _refusal(inventory, RESET, function, confirm, method)
+    if refused:
+        messages.error(request, f"{function.address} was not reset: {refused}")
+        return redirect(back)
+    parameters = {"method": method, "confirm": confirm or None}
+    job = run_job(request, host=found, action="reset", targets=[function.address], parameters=parameters)
     return redirect("job", pk=job.pk) if job else redirect(back)
 
 
@@ -84,7 +112,7 @@ def reset_device(request: HttpRequest, host: str, address: str) -> HttpResponse:
 @operator_required
 def set_vfs(request: HttpRequest, host: str, address: str) -> HttpResponse:
     found = get_host(request, host)
-    function = _function_or_404(found, address)
+    inventory, function = _function_or_404(found, address)
     back = reverse("device", kwargs={"host": found.name, "address": function.address})
     if not function.sriov_totalvfs:
         messages.error(
@@ -95,8 +123,13 @@ def set_vfs(request: HttpRequest, host: str, address: str) -> HttpResponse:
     if not form.is_valid():
         messages.error(request, f"Give a number of virtual functions from 0 to {function.sriov_totalvfs}.")
         return redirect(back)
-    count = form.cleaned_data["count"]
-    job = run_job(request, host=found, action="set_sriov_vfs", targets=[function.address], parameters={"count": count})
+    count, confirm = form.cleaned_data["count"], form.cleaned_data["confirm"].strip()
+    refused = _refusal(inventory, SET_SRIOV_VFS, function, confirm)
+    if refused:
+        messages.error(request, f"The VF count of {function.address} was not changed: {refused}")
+        return redirect(back)
+    parameters = {"count": count, "confirm": confirm or None}
+    job = run_job(request, host=found, action="set_sriov_vfs", targets=[function.address], parameters=parameters)
     return redirect("job", pk=job.pk) if job else redirect(back)
 
 
@@ -121,15 +154,14 @@ def bind_group(request: HttpRequest, host: str, group: int) -> HttpResponse:
     )
     form.is_valid()
     confirm = (form.cleaned_data.get("confirm") or "").strip()
+    # card.blocked is the interlock's answer for this group, as the page showed it.
     if not card.passable:
         messages.error(request, f"IOMMU group {group} cannot be passed through: {' '.join(card.blocked)}")
         return redirect(back)
-    if card.confirm_phrase and confirm != card.confirm_phrase:
-        messages.error(
-            request,
-            f"IOMMU group {group} holds host-critical functions. To pass it anyway, type "
-            f"{card.confirm_phrase} in the confirmation box" + (f" (you typed “{confirm}”)." if confirm else "."),
-        )
+    try:
+        check_action(inventory, BIND, iommu_group.endpoints, confirm)
+    except PassthroughError as error:
+        messages.error(request, f"IOMMU group {group} was not passed through: {error_text(error)}")
         return redirect(back)
     job = run_job(
         request,
