@@ -136,7 +136,7 @@ def test_a_host_critical_device_needs_its_phrase_at_the_review(duo, operator, op
     html = operator_client.get(step(3)).content.decode()
     assert f"type <code>{DUO_NVME}</code>" in html and "the root filesystem" in html
     response = operator_client.post(submit(3), {"confirm": "sure"}, follow=True)
-    assert f"Type {DUO_NVME} to confirm you mean it." in response.content.decode()
+    assert f"(“sure”) is not the one asked for. To go ahead anyway, type {DUO_NVME}" in response.content.decode()
     assert operator_client.post(submit(3), {"confirm": DUO_NVME})["Location"] == step(4)
     assert state_of(operator).confirm == DUO_NVME
 

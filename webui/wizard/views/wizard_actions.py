@@ -14,6 +14,8 @@ from django.shortcuts import redirect
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from passthrough.errors import PassthroughError
+from passthrough.ops.interlock import BIND, check_action
 from webui.accounts.decorators import operator_required
 from webui.hosts.models import Snapshot
 from webui.jobs.models import Action, State
@@ -21,7 +23,7 @@ from webui.wizard import snapshots
 from webui.wizard.forms import AcknowledgeForm, PickForm, PlanForm, TargetForm
 from webui.wizard.models import STEPS, WizardState
 from webui.wizard.review import Review, candidates, review
-from webui.wizard.views.common import get_host, run_job
+from webui.wizard.views.common import error_text, get_host, run_job
 from webui.wizard.views.wizard import wizard_state
 
 Action_ = Callable[[HttpRequest, WizardState, Snapshot], int]  # returns the step to show next
@@ -119,18 +121,19 @@ def _submit_plan(request: HttpRequest, state: WizardState, plan: Review) -> None
 
 
 def _choose(request: HttpRequest, state: WizardState, snapshot: Snapshot) -> int:
-    plan = review(snapshots.inventory_of(snapshot), state.device, snapshot.readiness) if state.device else None
+    inventory = snapshots.inventory_of(snapshot)
+    plan = review(inventory, state.device, snapshot.readiness) if state.device else None
     if plan is None:
         messages.error(request, "Pick a device first: the one chosen is not in the latest snapshot.")
         return 2
     form = PlanForm(request.POST)
     form.is_valid()
     confirm = (form.cleaned_data.get("confirm") or "").strip()
-    if plan.card.confirm_phrase and confirm != plan.card.confirm_phrase:
-        messages.error(
-            request,
-            f"This group holds host-critical functions. Type {plan.card.confirm_phrase} to confirm you mean it.",
-        )
+    try:
+        # The interlock the worker asks again, for the functions this plan moves.
+        check_action(inventory, BIND, [function.address for function in plan.moves], confirm)
+    except PassthroughError as error:
+        messages.error(request, error_text(error))
         return 3
     changed = confirm != state.confirm
     state.confirm = confirm
