@@ -126,6 +126,9 @@ def test_bus_reset_refused_when_a_sibling_behind_the_bridge_is_host_critical(mak
             caught.value.message
         )
         assert caught.value.expected == PORT0
+        assert caught.value.hint.endswith(
+            "Or choose a method that resets the function alone (flr, af_flr or pm), if it lists one."
+        )
     unchanged(kernel, digest)
 
     assert reset(kernel, PORT1, method="flr").outcome == SUCCEEDED  # FLR resets the port alone

@@ -32,6 +32,7 @@ SET_SRIOV_VFS = "set_sriov_vfs"
 ACTIONS = (BIND, BIND_AT_BOOT, RESET, SET_SRIOV_VFS)
 # Reset methods that reset the parent bridge's whole secondary bus, not the function alone.
 BUS_RESETS = ("bus", "cxl_bus")
+ALONE = "Choose a method that resets the function alone (flr, af_flr or pm), if it lists one."
 
 
 def confirmation_phrase(addresses: list[str]) -> str:
@@ -153,9 +154,10 @@ def check_action(
         message = f"{_capital(verdict.doing)} touches host-critical functions ({verdict.critical_text()})."
         if typed:
             message += f" The confirmation given (“{typed}”) is not the one asked for."
-        raise ConfirmationRequired(
-            message, expected=expected, hint=f"To go ahead anyway, type {expected} as the confirmation."
-        )
+        hint = f"To go ahead anyway, type {expected} as the confirmation."
+        if verdict.action == RESET and all(address in verdict.along for address in verdict.critical):
+            hint += f" Or {ALONE[0].lower()}{ALONE[1:]}"
+        raise ConfirmationRequired(message, expected=expected, hint=hint)
     return Permission(action, verdict.touched, sorted(verdict.critical))
 
 
@@ -197,7 +199,7 @@ def _doing(action: str, targets: list[PciFunction], method: str | None) -> str:
 
 def _never_hint(verdict: Verdict) -> str:
     if verdict.action == RESET and not verdict.targets_never:
-        return "Choose a method that resets the function alone (flr, af_flr or pm), if it lists one."
+        return ALONE
     if verdict.action in (BIND, BIND_AT_BOOT):
         return (
             "Pick another device; a card that shares its IOMMU group with these needs a slot whose group holds only it."
