@@ -68,7 +68,14 @@ def _put_back_vfs(tree: HostTree, job: Job, inventory: Inventory, recorder: Reco
     if function is None or function.sriov_numvfs is None:
         return []
     recorder.result.state_before = {"sriov_numvfs": function.sriov_numvfs}
-    undo = set_sriov_vfs(tree, function.address, function.sriov_numvfs, progress=recorder.progress)
+    # Putting back what the operator confirmed needs the same confirmation the job carried.
+    undo = set_sriov_vfs(
+        tree,
+        function.address,
+        function.sriov_numvfs,
+        confirm=job.parameters.get("confirm"),
+        progress=recorder.progress,
+    )
     recorder.result.state_after = undo.state_after
     return [] if undo.ok else [function.address]
 
