@@ -49,7 +49,9 @@ def set_role(user: Any, role: str) -> None:
     if role not in ROLES:
         raise ValueError(f"{role!r} is not a role; use {' or '.join(ROLES)}.")
     groups = ensure_roles()
-    user.groups.remove(*groups.values())
+    # The other role out, this one in: never out and back in, which the audit log would
+    # record as two role changes (events.groups_changed) when nothing changed.
+    user.groups.remove(*(group for name, group in groups.items() if name != role))
     user.groups.add(groups[role])
 
 

@@ -10,7 +10,9 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
 
+from webui.accounts import events
 from webui.accounts.models import require_password_change
 from webui.accounts.passwords import one_time_password
 from webui.accounts.roles import ROLES, VIEWER, set_role
@@ -28,7 +30,9 @@ class Command(BaseCommand):
         if users.objects.filter(username=username).exists():
             raise CommandError(f"An account named {username!r} exists already; choose another name.")
         password = one_time_password()
-        user = users.objects.create_user(username=username, password=password)
-        set_role(user, role)
-        require_password_change(user)
+        with transaction.atomic():  # the account and its audit events, or neither
+            user = users.objects.create_user(username=username, password=password)
+            events.record_shell(events.AccountAction.USER_CREATE, {"username": username, "role": role, "admin": False})
+            set_role(user, role)
+            require_password_change(user)
         self.stdout.write(f"Added {username} as {role}. One-time password (shown only now): {password}")

@@ -11,7 +11,9 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
 
+from webui.accounts import events
 from webui.accounts.models import require_password_change
 from webui.accounts.passwords import one_time_password
 from webui.accounts.roles import OPERATOR, set_role
@@ -36,9 +38,13 @@ class Command(BaseCommand):
                 "choose another name with --username, or fix that account with `manage.py changepassword`."
             )
         password = one_time_password()
-        user = users.objects.create_superuser(username=username, email="", password=password)
-        set_role(user, OPERATOR)
-        require_password_change(user)
+        with transaction.atomic():  # the account and its audit events, or neither
+            user = users.objects.create_superuser(username=username, email="", password=password)
+            events.record_shell(
+                events.AccountAction.USER_CREATE, {"username": username, "role": OPERATOR, "admin": True}
+            )
+            set_role(user, OPERATOR)
+            require_password_change(user)
         self.stdout.write(
             "\n".join(
                 [
