@@ -15,8 +15,10 @@ from django.test import Client
 from django.urls import reverse
 
 from tests.web_support import PASSWORD, make_user, signed_in
+from webui.accounts.events import AccountAction
 from webui.accounts.roles import OPERATOR, VIEWER, set_role
 from webui.audit.models import AuditEvent, verify_chain
+from webui.wizard.forms import AuditFilterForm
 
 pytestmark = pytest.mark.django_db
 HOST = settings.PASSTHROUGH_HOSTNAME
@@ -147,6 +149,17 @@ def test_deactivating_and_reactivating_an_account_are_recorded_and_a_sign_in_is_
         ("user_deactivate", {"username": "vera"}),
         ("user_activate", {"username": "vera"}),
     ]
+
+
+def test_the_audit_filter_offers_every_account_action_and_filters_by_it(viewer_client):
+    make_user("otto", VIEWER)
+    sign_in("otto", PASSWORD)
+    sign_in("otto", "wrong")
+    for action in AccountAction:
+        assert AuditFilterForm({"action": action.value}).is_valid(), action
+    html = viewer_client.get(reverse("audit"), {"action": "sign_in_failed"}).content.decode()
+    shown = [int(number) for number in re.findall(r"<tr>\s*<td>(\d+)</td>", html)]
+    assert shown == [the_event("sign_in_failed").id]
 
 
 def test_a_deactivated_account_cannot_sign_in():
