@@ -11,6 +11,7 @@ import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from axes.models import AccessAttempt
@@ -144,6 +145,13 @@ def test_the_wait_is_said_in_whole_minutes_rounded_up(seconds, words):
     assert in_words(seconds) == words
 
 
+def this_test_database_url() -> str:
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    return f"postgres://{quote(db['USER'] or '')}:{quote(db['PASSWORD'] or '')}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
 @pytest.mark.django_db(transaction=True)
 def test_another_process_sees_the_same_lock():
     """gunicorn runs two workers: a lock made in one holds in the other."""
@@ -159,7 +167,7 @@ def test_another_process_sees_the_same_lock():
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "webui.settings",
-        "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
+        "DATABASE_URL": this_test_database_url(),
         "ALLOWED_HOSTS": "testserver",
         "PASSTHROUGH_HOSTNAME": settings.PASSTHROUGH_HOSTNAME,
     }
