@@ -18,7 +18,7 @@ class AccountsConfig(AppConfig):
 
         # After every migrate, so a fresh database has both roles before anyone signs in.
         post_migrate.connect(roles.ensure_roles_after_migrate, sender=self)
-        user_logged_in.connect(middleware.remember_password_state)
+        user_logged_in.connect(middleware.remember_sign_in_state)
         # Role and activation changes reach the audit log whoever makes them.
         users = get_user_model()
         m2m_changed.connect(events.groups_changed, sender=users.groups.through)

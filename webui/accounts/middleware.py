@@ -26,8 +26,9 @@ ACTIVITY_RESOLUTION = 60
 SIGNED_OUT_IDLE = "signed_out_idle"
 
 
-def remember_password_state(sender: Any, request: HttpRequest, user: Any, **kwargs: Any) -> None:
-    """At sign-in, note in the session whether the password must change (one query, not one per page)."""
+def remember_sign_in_state(sender: Any, request: HttpRequest, user: Any, **kwargs: Any) -> None:
+    """At sign-in, note in the session whether the password must change (one query, not one per
+    page), and start the idle clock."""
     if must_change_password(user):
         request.session[SESSION_FLAG] = True
     else:
