@@ -17,7 +17,7 @@ from django.urls import reverse
 from tests.web_support import PASSWORD, make_user, signed_in
 from webui.accounts.events import AccountAction
 from webui.accounts.roles import OPERATOR, VIEWER, set_role
-from webui.audit.models import AuditEvent, verify_chain
+from webui.audit.models import AuditEvent, RefusalBurst, verify_chain
 from webui.wizard.forms import AuditFilterForm
 
 pytestmark = pytest.mark.django_db
@@ -71,8 +71,12 @@ def test_a_lockout_is_recorded_as_refused_with_the_lock_and_when_it_lifts():
         sign_in("vera", f"wrong-{n}")
     sign_in("vera", PASSWORD)
     assert len(events("sign_in_failed")) == 10  # the refused eleventh was never checked
+    # The tenth failure locks; it and every refusal after it are one burst: one event now, a count later.
+    for n in range(50):
+        sign_in("vera", f"still-wrong-{n}")
     locked = events("sign_in_locked_out")
-    assert [event.result for event in locked] == ["refused", "refused"]  # the tenth failure, then the eleventh
+    assert [event.result for event in locked] == ["refused"]
+    assert RefusalBurst.objects.get(action="sign_in_locked_out").count == 52  # the tenth, the eleventh, 50 more
     parameters = locked[-1].parameters
     assert parameters["username"] == "vera" and parameters["address"] == "10.0.0.7" and parameters["lock"] == "account"
     assert "until" in parameters and "Try again in 15 minutes" in locked[-1].error

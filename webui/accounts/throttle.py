@@ -17,7 +17,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from webui.accounts import events
+from webui.audit import refusals
 
 
 def client_address(request: HttpRequest) -> str | None:
@@ -75,13 +75,14 @@ def lockout_response(
         message = f"Too many failed sign-ins for this account. Try again in {wait}."
     else:
         message = f"Too many failed sign-ins from your address ({address}). Try again in {wait}."
-    events.record_web(
-        request,
-        "sign_in_locked_out",
-        "refused",
+    # Counted, not audited one by one: someone hammering a locked account cannot grow the log.
+    refusals.refuse(
+        settings.PASSTHROUGH_HOSTNAME,
+        message,
+        {"username": username[:150], "address": address, "lock": kind, "until": until.isoformat()},
+        action="sign_in_locked_out",
         actor="anonymous",
-        parameters={"username": username[:150], "address": address, "lock": kind, "until": until.isoformat()},
-        error=message,
+        source="web",
     )
     context = {"lockout": message, "username": username, "next": request.POST.get("next", "")}
     response = TemplateResponse(request, "accounts/sign_in.html", context, status=429)

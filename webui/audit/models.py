@@ -268,7 +268,7 @@ def verify_recent() -> chain.Verification:
 
 
 class RefusalBurst(models.Model):
-    """Refused broker messages of one host, counted instead of audited one by one.
+    """Refusals of one kind on one host (broker messages, locked-out sign-ins), counted instead of audited one by one.
 
     The first refusal of a burst is audited at once (so an attack shows), the rest only
     counted; when the burst's window has passed, one more event gives the count and the
@@ -277,6 +277,7 @@ class RefusalBurst(models.Model):
     """
 
     host = models.CharField(max_length=253)
+    action = models.CharField(max_length=40, default="broker_message")  # what was refused: a message, a sign-in
     started = models.DateTimeField()
     last = models.DateTimeField()
     count = models.BigIntegerField(default=1)
@@ -284,4 +285,4 @@ class RefusalBurst(models.Model):
     closed = models.BooleanField(default=False, db_index=True)
 
     def __str__(self) -> str:
-        return f"{self.count} refused message(s) on {self.host} since {self.started:%H:%M:%S}"
+        return f"{self.count} refused {self.action} on {self.host} since {self.started:%H:%M:%S}"

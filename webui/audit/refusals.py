@@ -1,11 +1,11 @@
-"""Auditing refused broker messages without letting a flood grow the log.
+"""Auditing refusals without letting a flood grow the log.
 
-Anyone who reaches the broker can send messages; the worker refuses those it cannot
-authenticate or that match no job it may run. Each refusal is a fact worth keeping, but one
-audit row per message would let 20,000 forged messages write 20,000 rows. So refusals are
-counted per host in windows (``REFUSAL_WINDOW``): the first refusal of a window is audited
-with its reason and a sample of the message, the others only counted, and when the window
-has passed the count is audited once (see :class:`webui.audit.models.RefusalBurst`).
+Anyone who reaches the broker can send messages, and anyone who reaches the sign-in page
+can keep trying once locked out. Each refusal is a fact worth keeping, but one audit row
+per attempt would let 20,000 forged messages write 20,000 rows. So refusals are counted per
+host and kind (``action``) in windows (``REFUSAL_WINDOW``): the first refusal of a window
+is audited with its reason and a sample, the others only counted, and when the window has
+passed the count is audited once (see :class:`webui.audit.models.RefusalBurst`).
 """
 
 from __future__ import annotations
@@ -25,24 +25,40 @@ REFUSAL_WINDOW = datetime.timedelta(seconds=60)
 ACTION = "broker_message"
 
 
-def refuse(host: str, reason: str, sample: dict[str, Any], *, action: str = ACTION, job_id: int | None = None) -> None:
-    """Count one refused message; audit it if it opens a window, and close a window that has passed."""
-    logger.warning("refused a broker message: %s", reason)
+def refuse(
+    host: str,
+    reason: str,
+    sample: dict[str, Any],
+    *,
+    action: str = ACTION,
+    job_id: int | None = None,
+    actor: str = "worker",
+    source: str = "worker",
+) -> None:
+    """Count one refusal; audit it if it opens a window, and close a window that has passed."""
+    logger.warning("refused (%s): %s", action, reason)
     now = timezone.now()
     with transaction.atomic():
-        burst = RefusalBurst.objects.select_for_update().filter(host=host, closed=False).order_by("-id").first()
+        burst = (
+            RefusalBurst.objects.select_for_update()
+            .filter(host=host, action=action, closed=False)
+            .order_by("-id")
+            .first()
+        )
         if burst is not None and now - burst.started < REFUSAL_WINDOW:
             RefusalBurst.objects.filter(pk=burst.pk).update(count=burst.count + 1, last=now)
             return
         if burst is not None:
             _close(burst)
-        RefusalBurst.objects.create(host=host, started=now, last=now, sample={"reason": reason, **sample})
+        RefusalBurst.objects.create(
+            host=host, action=action, started=now, last=now, sample={"reason": reason, **sample}
+        )
         record(
-            actor="worker",
-            source="worker",
+            actor=actor,
+            source=source,
             host=host,
             action=action,
-            parameters={"message": sample, "burst": "first refusal; more in the next minute are counted"},
+            parameters={**sample, "burst": "first refusal; more in the next minute are counted, not audited"},
             result="refused",
             error=reason,
             job_id=job_id,
@@ -66,10 +82,10 @@ def _close(burst: RefusalBurst) -> None:
     if more <= 0:
         return
     record(
-        actor="worker",
-        source="worker",
+        actor="worker" if burst.action == ACTION else "web",
+        source="worker" if burst.action == ACTION else "web",
         host=burst.host,
-        action=ACTION,
+        action=burst.action,
         parameters={
             "refused": burst.count,
             "from": burst.started.isoformat(),
@@ -78,7 +94,7 @@ def _close(burst: RefusalBurst) -> None:
         },
         result="refused",
         error=(
-            f"{burst.count} broker messages refused between {burst.started:%Y-%m-%d %H:%M:%S} and "
+            f"{burst.count} refused ({burst.action}) between {burst.started:%Y-%m-%d %H:%M:%S} and "
             f"{burst.last:%H:%M:%S} UTC ({more} after the first, counted, not audited one by one)."
         ),
     )
