@@ -6,8 +6,10 @@ nothing; its ``fingerprint`` lets the apply job refuse when a file changed since
 read the diff. :func:`apply_plan` backs every existing file up as
 ``<file>.<UTC timestamp>.bak`` (udev, modprobe and GRUB read none of those names), writes
 the new text atomically, runs the commands, and on any failure restores every file. Its
-undo record says which backups to restore; :func:`undo_record` refuses paths outside the
-files persistence manages and never takes commands from the record.
+undo record says which backups to restore and which directories the apply created below
+one that was there (never /etc or another top-level directory); :func:`undo_record`
+refuses paths outside the files persistence manages, removes a created directory only
+while it is empty, and never takes commands from the record.
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ MANAGED_FILES = (
     "boot/syslinux.cfg",
     "boot/extlinux.conf",
 )
+# Directories an apply may have to create but never records, so no undo removes them: the
+# top level (/etc on a captured tree that has none) and the EFI system partition's mount point.
+KEPT_DIRECTORIES = ("boot/efi",)
 _SHELL = set("$\"'`|;&<>(){}*?")
 
 
@@ -161,16 +166,27 @@ def _backup_name(tree: HostTree, relative: str) -> str:
     return name
 
 
-def _make_parents(tree: HostTree, relative: str) -> list[str]:
-    """Create the missing directories above ``relative``; returns them, deepest first."""
-    created = []
+def is_kept_directory(relative: str) -> bool:
+    """A directory no apply records and no undo removes: the top level (etc, boot, efi) and mount points."""
+    return "/" not in relative or relative in KEPT_DIRECTORIES
+
+
+def _make_parents(tree: HostTree, relative: str) -> tuple[list[str], list[str]]:
+    """Create the missing directories above ``relative``.
+
+    Returns those the undo may take back again (deepest first), and the top-level or system
+    directories it had to create too, which stay.
+    """
+    missing = []
     parent = os.path.dirname(relative)
     while parent and not tree.exists(parent):
-        created.append(parent)
+        missing.append(parent)
         parent = os.path.dirname(parent)
-    for directory in reversed(created):
+    for directory in reversed(missing):
         os.mkdir(tree.path(directory), 0o755)
-    return ["/" + directory for directory in created]
+    own = ["/" + directory for directory in missing if not is_kept_directory(directory)]
+    kept = ["/" + directory for directory in missing if is_kept_directory(directory)]
+    return own, kept
 
 
 def _write_atomically(tree: HostTree, relative: str, text: str, mode: int | None) -> None:
@@ -236,7 +252,9 @@ def apply_plan(
             mode = os.stat(tree.path(item.path)).st_mode & 0o7777 if exists else None
             record: dict[str, Any] = {"path": "/" + item.path, "backup": None if backup is None else "/" + backup}
             written.append(record)
-            record["created_dirs"] = _make_parents(tree, item.path)
+            record["created_dirs"], kept = _make_parents(tree, item.path)
+            for directory in kept:
+                recorder.note("create_dir", directory, "the tree had none, so it was created; it stays after an undo")
             if item.after is None:
                 with recorder.step("write", "/" + item.path, "delete"):
                     os.remove(tree.path(item.path))
@@ -267,14 +285,26 @@ def _restore(tree: HostTree, recorder: Recorder, record: dict[str, Any]) -> None
         with recorder.step("restore", record["path"], "delete: it did not exist before"):
             if tree.exists(relative):
                 os.remove(tree.path(relative))
-            for directory in record.get("created_dirs", []):
-                if not tree.listdir(directory.lstrip("/")):
-                    os.rmdir(tree.path(directory.lstrip("/")))
+        _remove_created_dirs(tree, recorder, record.get("created_dirs", []))
         return
     with recorder.step("restore", record["path"], f"from {backup}"):
         mode = os.stat(tree.path(backup.lstrip("/"))).st_mode & 0o7777
         _write_atomically(tree, relative, read_text(tree, backup.lstrip("/")) or "", mode)
         os.remove(tree.path(backup.lstrip("/")))
+
+
+def _remove_created_dirs(tree: HostTree, recorder: Recorder, directories: list[str]) -> None:
+    """Remove the directories the apply created, deepest first, each only while it is empty."""
+    for directory in directories:
+        relative = directory.lstrip("/")
+        if is_kept_directory(relative):
+            # An undo record of an earlier version may list /etc: the undo goes on without it.
+            recorder.note("keep_dir", directory, "left in place: a top-level or system directory is never removed")
+        elif tree.listdir(relative):
+            recorder.note("keep_dir", directory, "left in place: it holds files now that the apply did not write")
+        elif tree.is_dir(relative):
+            with recorder.step("remove_dir", directory, "created by the apply, empty again"):
+                os.rmdir(tree.path(relative))
 
 
 # Undoing ---------------------------------------------------------------------------------
@@ -299,16 +329,18 @@ def parse_undo_record(record: Any, action: str) -> list[dict[str, Any]]:
         if digest is not None and not isinstance(digest, str):
             raise InvalidRequest("sha256_after must be text.")
         created = item.get("created_dirs", [])
-        if not isinstance(created, list) or not all(
-            isinstance(directory, str)
-            and path.startswith(directory.rstrip("/") + "/")
-            and ".." not in directory.split("/")
-            and directory.count("/") >= 2  # never a top-level directory such as /etc
-            for directory in created
-        ):
+        if not isinstance(created, list) or not all(_above(directory, path) for directory in created):
             raise InvalidRequest(f"The directories recorded for {path} are not its own; the undo record was altered.")
         files.append({"path": path, "backup": backup, "sha256_after": digest, "created_dirs": created})
     return files
+
+
+def _above(directory: Any, path: str) -> bool:
+    """Whether ``directory`` is written plainly (``/etc/udev``) and is one of the directories holding ``path``."""
+    if not isinstance(directory, str) or not directory.startswith("/"):
+        return False
+    parts = directory[1:].split("/")
+    return all(part not in ("", ".", "..") for part in parts) and path.startswith(directory + "/")
 
 
 def undo_record(
