@@ -1,8 +1,10 @@
-"""`manage.py device bind|restore|reset|sriov`: the privileged operations from a root shell.
+"""`manage.py device ...`: the privileged operations from a root shell.
 
-For recovery when the web app or Redis is down: the command acts directly on this host
-(no broker, no worker), through the same code a worker runs, and writes the same job row
-and audit records, with the shell user as the actor.
+bind, restore, reset and sriov act on a device now; persist, unpersist and cmdline change
+the boot files (each with --plan to read the diff first) and undo puts such a change back
+(see _device_files). For recovery when the web app or Redis is down: the command acts
+directly on this host (no broker, no worker), through the same code a worker runs, and
+writes the same job row and audit records, with the shell user as the actor.
 """
 
 from __future__ import annotations
@@ -15,10 +17,16 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from passthrough.address import PciAddress
-from passthrough.errors import PassthroughError
 from webui.hosts.snapshots import this_host
 from webui.hosts.trees import worker_tree
+from webui.jobs.management.commands._device_files import (
+    FILE_VERBS,
+    JobRequest,
+    add_file_verbs,
+    file_report,
+    file_request,
+    parse_address,
+)
 from webui.jobs.models import Action, Job, State
 from webui.jobs.runner import execute
 from webui.jobs.service import JobRefused, create_job
@@ -32,7 +40,10 @@ VERBS = {
 
 
 class Command(BaseCommand):
-    help = "Bind a device's IOMMU group to vfio-pci and back, reset it, or set its SR-IOV VFs, directly (run as root)."
+    help = (
+        "Bind a device's IOMMU group to vfio-pci and back, reset it, set its SR-IOV VFs, bind it at every boot, "
+        "edit the kernel command line, or undo such a file change, directly (run as root)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         verbs = parser.add_subparsers(dest="verb", required=True)
@@ -51,27 +62,17 @@ class Command(BaseCommand):
             sub.add_argument(
                 "--confirm", help="the confirmation the error asks for when it touches host-critical functions"
             )
-        for sub in (bind, restore, reset, sriov):
+        add_file_verbs(verbs)
+        for sub in verbs.choices.values():
             sub.add_argument("--format", choices=["text", "json"], default="text")
 
     def handle(self, *args: Any, **options: Any) -> None:
         verb = options["verb"]
-        try:
-            address = str(PciAddress.parse(options["address"]))
-        except PassthroughError as error:
-            raise CommandError(str(error), returncode=2) from None
-        parameters: dict[str, Any] = {}
-        if verb == "bind":
-            parameters = {"confirm": options["confirm"], "release_console": options["release_console"]}
-        elif verb == "reset":
-            parameters = {"method": options["method"], "confirm": options["confirm"]}
-        elif verb == "sriov":
-            parameters = {"count": options["count"], "confirm": options["confirm"]}
-        if os.geteuid() != 0 and settings.PASSTHROUGH_KERNEL != "double":
+        request = file_request(verb, options) if verb in FILE_VERBS else self._device_request(verb, options)
+        if request.writes and os.geteuid() != 0 and settings.PASSTHROUGH_KERNEL != "double":
             self.stderr.write("Warning: not running as root; the kernel will refuse the writes (EACCES).")
 
-        host = this_host()
-        job = self._start(host, VERBS[verb], address, parameters)
+        job = self._start(request)
         job = execute(job, worker_tree(), source="shell")
         if options["format"] == "json":
             self.stdout.write(json.dumps({"job": job.summary(), "result": job.result}, indent=2))
@@ -81,17 +82,30 @@ class Command(BaseCommand):
                 self.stdout.write(
                     f"  [{mark:>6}] {step['name']:<16} {step.get('target') or '':<14} {step.get('detail', '')}"
                 )
+            for line in file_report(job, options):
+                self.stdout.write(line)
             self.stdout.write(f"job {job.pk}: {job.state}: {job.message}")
         if job.state != State.SUCCEEDED:
             raise SystemExit(1)
 
-    def _start(self, host: Any, action: str, address: str, parameters: dict[str, Any]) -> Job:
+    def _device_request(self, verb: str, options: dict[str, Any]) -> JobRequest:
+        address = parse_address(options["address"])
+        parameters: dict[str, Any] = {}
+        if verb == "bind":
+            parameters = {"confirm": options["confirm"], "release_console": options["release_console"]}
+        elif verb == "reset":
+            parameters = {"method": options["method"], "confirm": options["confirm"]}
+        elif verb == "sriov":
+            parameters = {"count": options["count"], "confirm": options["confirm"]}
+        return JobRequest(VERBS[verb], [address], parameters)
+
+    def _start(self, request: JobRequest) -> Job:
         try:
             return create_job(
-                host=host,
-                action=action,
-                targets=[address],
-                parameters=parameters,
+                host=this_host(),
+                action=request.action,
+                targets=request.targets,
+                parameters=request.parameters,
                 actor=f"shell:{getpass.getuser()}",
                 state=State.RUNNING,
             )
