@@ -80,6 +80,9 @@ class HostSpec:
     net_bridges: dict[str, list[str]] = field(default_factory=dict)  # "vmbr0" -> ["enp5s0"]
     default_route: str | None = None  # interface
     console: str | None = None  # one of GRAPHICS_CONSOLES, on the boot VGA function
+    # PCI driver -> the module it comes from, written as the driver's ``module`` link the kernel
+    # has ("xhci_hcd" -> "xhci_pci"); drivers not listed get none, as in a capture.
+    driver_modules: dict[str, str] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)  # extra files: "etc/default/grub" -> text
     dmesg: str | None = None
 
@@ -205,6 +208,10 @@ def write_tree(spec: HostSpec, root: str | os.PathLike[str]) -> str:
     drivers = sorted({function.driver for function in spec.functions if function.driver} | {"pcieport"})
     for driver in drivers:
         _write_driver_dir(sys_dir, driver)
+    for driver, module in spec.driver_modules.items():
+        _write_driver_dir(sys_dir, driver)
+        relative_link(f"{sys_dir}/module/{module}/drivers/pci:{driver}", f"{sys_dir}/bus/pci/drivers/{driver}")
+        relative_link(f"{sys_dir}/bus/pci/drivers/{driver}/module", f"{sys_dir}/module/{module}")
     write_file(f"{sys_dir}/bus/pci/drivers_probe", "")
     write_file(f"{sys_dir}/bus/pci/rescan", "")
     os.makedirs(f"{sys_dir}/kernel/iommu_groups", exist_ok=True)

@@ -225,8 +225,8 @@ def test_zero_vfs_leaves_the_tree_as_it_was(make_tree):
     # What stays is what stays on a host: the VF driver's module, loaded when the VFs appeared.
     loaded = {key for key in after.keys() - before.keys() if "igbvf" in key}
     assert loaded == {"sys/bus/pci/drivers/igbvf", "sys/module/igbvf", "sys/module/igbvf/initstate"} | {
-        f"sys/bus/pci/drivers/igbvf/{name}" for name in ("bind", "unbind", "new_id", "remove_id")
-    }
+        f"sys/bus/pci/drivers/igbvf/{name}" for name in ("bind", "unbind", "new_id", "remove_id", "module")
+    } | {"sys/module/igbvf/drivers", "sys/module/igbvf/drivers/pci:igbvf"}
     assert "igbvf" in KernelDouble(root).read("proc/modules")
     ignored = loaded | {"proc/modules", "sys/module"}
     assert {key: value for key, value in after.items() if key not in ignored} == {
@@ -336,3 +336,10 @@ def test_a_function_on_vfio_at_creation_keeps_vfio_as_its_native_driver(make_tre
     kernel = KernelDouble(root, native_drivers={NVME.address: "nvme"})
     assert kernel.native_driver(NVME.address) == "nvme"
     assert kernel.native_driver(GPU) == "nouveau"
+
+
+def test_modprobe_links_the_driver_to_the_module_it_comes_from(make_tree):
+    double = KernelDouble(make_tree(x570()))
+    double.run_command(["modprobe", "xhci_pci"])
+    assert double.link_name("sys/bus/pci/drivers/xhci_hcd/module") == "xhci_pci"
+    assert double.is_dir("sys/bus/pci/drivers/xhci_hcd/module")

@@ -1,7 +1,8 @@
 """``modprobe`` on the double: loading a module registers its driver, as on the host.
 
 ``modprobe vfio-pci`` lists vfio_pci and its dependencies in ``proc/modules``, creates
-``sys/module/<name>``, ``sys/bus/pci/drivers/vfio-pci`` and ``/dev/vfio/vfio``, and binds
+``sys/module/<name>``, ``sys/bus/pci/drivers/vfio-pci`` (with its ``module`` link back to
+``sys/module/vfio_pci``) and ``/dev/vfio/vfio``, and binds
 every function whose driver_override already names vfio-pci. ``modprobe -r`` refuses a
 module whose driver still holds a function.
 """
@@ -11,10 +12,16 @@ from __future__ import annotations
 import shutil
 
 from passthrough.host import PCI_DRIVERS
-from passthrough.kerneldouble.pci import PciCore, write_file
+from passthrough.kerneldouble.pci import PciCore, link, write_file
 
 # Module name -> the PCI driver it registers, where the two differ.
-MODULE_DRIVERS = {"vfio_pci": "vfio-pci", "xhci_pci": "xhci_hcd", "virtio_pci": "virtio-pci"}
+MODULE_DRIVERS = {
+    "vfio_pci": "vfio-pci",
+    "xhci_pci": "xhci_hcd",
+    "virtio_pci": "virtio-pci",
+    "i2c_nvidia_gpu": "nvidia-gpu",
+    "bochs": "bochs-drm",
+}
 DEPENDENCIES = {"vfio_pci": ["vfio", "vfio_pci_core"], "vfio_pci_core": ["vfio"], "vfio_iommu_type1": ["vfio"]}
 
 
@@ -51,6 +58,8 @@ class Modules:
         driver = self.driver_of_module(module)
         if driver:
             self.core.load_driver(driver)
+            link(self.tree, f"{PCI_DRIVERS}/{driver}/module", f"sys/module/{module}")
+            link(self.tree, f"sys/module/{module}/drivers/pci:{driver}", f"{PCI_DRIVERS}/{driver}")
 
     def unload(self, name: str) -> str | None:
         """Remove a module; the reason it cannot be removed, or None."""

@@ -1,6 +1,9 @@
-"""vfio-pci and vfio_iommu_type1 must be loaded before anything can bind to vfio-pci."""
+"""Kernel modules: vfio-pci and vfio_iommu_type1 must be loaded before anything can bind to
+vfio-pci, and a softdep must name the module a native driver comes from, not the driver."""
 
 from __future__ import annotations
+
+import re
 
 from passthrough.host import PCI_DRIVERS, HostTree
 from passthrough.ops.commands import RunCommand
@@ -18,6 +21,48 @@ def module_present(tree: HostTree, module: str) -> bool:
     release = tree.read("proc/sys/kernel/osrelease")
     builtin = tree.read(f"lib/modules/{release}/modules.builtin", limit=4 * 1024 * 1024) if release else None
     return any(line.rsplit("/", 1)[-1] == f"{module}.ko" for line in (builtin or "").splitlines())
+
+
+# PCI driver -> the module that registers it, for trees without the driver's ``module`` link
+# (captures record none). The first entries are the ones whose names differ: the RTX 20
+# series' USB-C and UCSI functions are on xhci_hcd and nvidia-gpu, QEMU's VGA on bochs-drm.
+KNOWN_DRIVER_MODULES = {
+    "xhci_hcd": "xhci_pci",
+    "nvidia-gpu": "i2c_nvidia_gpu",
+    "bochs-drm": "bochs",
+    "ehci-pci": "ehci_pci",
+    "ohci-pci": "ohci_pci",
+    "i801_smbus": "i2c_i801",
+    "piix4_smbus": "i2c_piix4",
+    "sdhci-pci": "sdhci_pci",
+    "virtio-pci": "virtio_pci",
+    "vfio-pci": "vfio_pci",
+    **{
+        name: name
+        for name in (
+            "nouveau", "nvidia", "amdgpu", "radeon", "i915", "xe", "ast", "mgag200", "qxl", "snd_hda_intel",
+            "uhci_hcd", "nvme", "ahci", "mei_me", "igb", "igbvf", "ixgbe", "ixgbevf", "i40e", "iavf", "ice",
+            "e1000e", "r8169", "iwlwifi", "mlx5_core",
+        )
+    },
+}  # fmt: skip
+_MODULE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def module_of(tree: HostTree, driver: str) -> str | None:
+    """The module PCI driver ``driver`` comes from (what modprobe and ``softdep`` take), or None when unknown.
+
+    The kernel links ``sys/bus/pci/drivers/NAME/module`` to ``sys/module/MODNAME``; without
+    that link, the known drivers above, then a module named like the driver that the host has.
+    """
+    linked = tree.link_name(f"{PCI_DRIVERS}/{driver}/module")
+    if linked is not None:
+        # The name goes into a modprobe.d file that root reads: only a plain module name will do.
+        return linked if _MODULE_NAME.match(linked) else None
+    if driver in KNOWN_DRIVER_MODULES:
+        return KNOWN_DRIVER_MODULES[driver]
+    same = driver.replace("-", "_")
+    return same if _MODULE_NAME.match(same) and module_present(tree, same) else None
 
 
 def vfio_pci_loaded(tree: HostTree) -> bool:

@@ -5,10 +5,12 @@ stay with the host (``vfio-pci.ids=`` would take both). Three pieces work togeth
 
 * ``/etc/udev/rules.d/90-passthrough-wizard-vfio.rules`` sets ``driver_override`` when each
   function is added (hot-plug, a rescan, and every boot where the native driver loads late);
-* ``/etc/modprobe.d/passthrough-wizard-vfio.conf`` makes each native driver pull vfio-pci in
-  first (``softdep``), and has vfio-pci's own ``install`` command set ``driver_override`` for
-  the same addresses before the module loads. modprobe.d is copied into the initramfs, so
-  this also holds when the native driver loads from there, before any udev rule of ours;
+* ``/etc/modprobe.d/passthrough-wizard-vfio.conf`` makes each native driver's module pull
+  vfio-pci in first (``softdep`` takes the module, read from the driver's ``module`` link:
+  xhci_hcd comes from xhci_pci, nvidia-gpu from i2c_nvidia_gpu), and has vfio-pci's own
+  ``install`` command set ``driver_override`` for the same addresses before the module
+  loads. modprobe.d is copied into the initramfs, so this also holds when the native driver
+  loads from there, before any udev rule of ours;
 * the vfio modules are listed for the initramfs, which is then rebuilt.
 
 Each ``plan_*`` writes nothing and returns the diff; ``apply_*`` writes it with backups and
@@ -37,6 +39,7 @@ from passthrough.ops.files import (
     undo_record,
 )
 from passthrough.ops.interlock import BIND_AT_BOOT, check_action
+from passthrough.ops.modules import module_of
 from passthrough.ops.result import OperationResult, Progress, Recorder
 from passthrough.ops.sysfs import VFIO
 from passthrough.ops.validate import (
@@ -81,19 +84,37 @@ def render_rules(bindings: dict[str, str | None]) -> str | None:
     return "".join(lines)
 
 
-def render_modprobe(bindings: dict[str, str | None]) -> str | None:
+def render_modprobe(bindings: dict[str, str | None], modules: list[str]) -> str | None:
+    """The modprobe.d file: a softdep for each native driver's module, and vfio-pci's install hook."""
     if not bindings:
         return None
     addresses = " ".join(sorted(bindings))
-    natives = sorted({driver for driver in bindings.values() if driver and driver != VFIO})
     lines = [_HEADER]
-    lines += [f"softdep {driver} pre: vfio-pci\n" for driver in natives]
+    lines += [f"softdep {module} pre: vfio-pci\n" for module in sorted(set(modules))]
     lines.append(
         "install vfio-pci for a in "
         f"{addresses}; do f=/sys/bus/pci/devices/$a/driver_override; [ -w $f ] && echo vfio-pci > $f; done; "
         "/sbin/modprobe --ignore-install vfio-pci $CMDLINE_OPTS\n"
     )
     return "".join(lines)
+
+
+def native_modules(tree: HostTree, bindings: dict[str, str | None]) -> tuple[list[str], list[str]]:
+    """The modules of the native drivers (softdep takes a module, not a driver), and notes on those not known."""
+    modules, notes = [], []
+    for driver in sorted({driver for driver in bindings.values() if driver and driver != VFIO}):
+        module = module_of(tree, driver)
+        if module is not None:
+            modules.append(module)
+            continue
+        addresses = ", ".join(sorted(address for address, native in bindings.items() if native == driver))
+        notes.append(
+            f"The module of {driver} (the native driver of {addresses}) is not known: this host has no "
+            f"/sys/bus/pci/drivers/{driver}/module link and no module of that name, so no softdep is written "
+            f"for it. `readlink /sys/bus/pci/drivers/{driver}/module` on the host names it; add "
+            "`softdep MODULE pre: vfio-pci` in a file of your own in /etc/modprobe.d."
+        )
+    return modules, notes
 
 
 # Planning -------------------------------------------------------------------------------
@@ -169,9 +190,11 @@ def plan_unpersist_binding(tree: HostTree, addresses: Any) -> PersistencePlan:
 
 def _binding_plan(tree: HostTree, plan: PersistencePlan, bindings: dict[str, str | None]) -> PersistencePlan:
     tool = bootconfig.detect_initramfs_tool(tree)
+    modules, unknown = native_modules(tree, bindings)
+    plan.notes += unknown
     candidates = [
         change(RULES_FILE, read_text(tree, RULES_FILE), render_rules(bindings)),
-        change(MODPROBE_FILE, read_text(tree, MODPROBE_FILE), render_modprobe(bindings)),
+        change(MODPROBE_FILE, read_text(tree, MODPROBE_FILE), render_modprobe(bindings, modules)),
     ]
     if bindings:
         candidates.append(_initramfs_change(tree, tool))
