@@ -12,6 +12,7 @@ Each finding carries the evidence in words, so the UI can say *why*.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from passthrough.address import is_address
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 FIRMWARE_FRAMEBUFFERS = ("EFI VGA", "VESA VGA", "simple", "simplefb", "simpledrmdrmfb", "simpledrm", "BOCHS", "efifb")
 FIRMWARE_FB_DEVICES = ("efi-framebuffer", "vesa-framebuffer", "simple-framebuffer", "simple-framebuffer.0")
+_FRAMEBUFFER = re.compile(r"fb[0-9]+")
 
 
 def find_host_critical(tree: HostTree, functions: list[PciFunction]) -> dict[str, list[str]]:
@@ -57,16 +59,11 @@ def _pci_of(tree: HostTree, relative: str) -> str | None:
 def console_on(tree: HostTree, address: str) -> list[str]:
     """Why the host's console depends on the boot VGA device at ``address`` (empty: it does not)."""
     screens = []
-    for fb in sorted(tree.listdir("sys/class/graphics")):
-        if not fb.startswith("fb"):
-            continue
+    for fb in framebuffers(tree):
         name = tree.read(f"sys/class/graphics/{fb}/name") or "?"
-        device_path = (
-            tree.realpath(f"sys/class/graphics/{fb}/device") if tree.exists(f"sys/class/graphics/{fb}/device") else ""
-        )
         if _pci_of(tree, f"sys/class/graphics/{fb}/device") == address:
-            screens.append(f"framebuffer {fb} ({name}) is drawn by it")
-        elif name in FIRMWARE_FRAMEBUFFERS or any(part in device_path for part in FIRMWARE_FB_DEVICES):
+            screens.append(f"its driver draws framebuffer {fb} ({name})")
+        elif _is_firmware_framebuffer(tree, fb):
             screens.append(f"the firmware framebuffer {fb} ({name}) shows the boot screen on it")
     for card in sorted(tree.listdir("sys/class/drm")):
         if not card.startswith("card") or "-" in card:
@@ -76,18 +73,81 @@ def console_on(tree: HostTree, address: str) -> list[str]:
             screens.append(f"simpledrm ({card}) shows the boot screen on it")
 
     consoles = []
+    on_it = framebuffer_consoles_on(tree, address)
     for vtcon in sorted(tree.listdir("sys/class/vtconsole")):
         name = tree.read(f"sys/class/vtconsole/{vtcon}/name") or ""
         if tree.read(f"sys/class/vtconsole/{vtcon}/bind") != "1":
             continue
         if "VGA" in name:
             consoles.append(f"the VGA text console ({vtcon}) is on it")
-        elif "frame buffer" in name:
+        elif vtcon in on_it:
             consoles.append(f"the framebuffer console ({vtcon}) is bound")
     if not screens:
         # A text console on VGA needs no framebuffer.
         return [reason for reason in consoles if "VGA text" in reason]
     return screens + consoles
+
+
+def framebuffers(tree: HostTree) -> list[str]:
+    """The registered framebuffers (``fb0``, ``fb1``...), in the kernel's order."""
+    numbers = [int(entry[2:]) for entry in tree.listdir("sys/class/graphics") if _FRAMEBUFFER.fullmatch(entry)]
+    return [f"fb{number}" for number in sorted(numbers)]
+
+
+def fbcon_framebuffers(tree: HostTree) -> list[str]:
+    """The framebuffers fbcon draws the consoles on.
+
+    fbcon puts every console on fb0 unless ``fbcon=map:`` on the kernel command line maps
+    them elsewhere (a digit per console, repeated); a console whose framebuffer is not
+    registered is on the first one that is. sysfs does not show a map changed at run time
+    (``con2fbmap``), so that is not seen here.
+    """
+    registered = framebuffers(tree)
+    if not registered:
+        return []
+    wanted = [f"fb{digit}" for digit in _fbcon_map(tree)]
+    return list(dict.fromkeys(fb if fb in registered else registered[0] for fb in wanted))
+
+
+def _fbcon_map(tree: HostTree) -> str:
+    for word in (tree.read("proc/cmdline") or "").split():
+        if word.startswith("fbcon="):
+            for option in word[len("fbcon=") :].split(","):
+                digits = option[len("map:") :]
+                if option.startswith("map:") and digits and all(char in "0123456789" for char in digits):
+                    return digits
+    return "0"
+
+
+def framebuffer_consoles_on(tree: HostTree, address: str) -> dict[str, list[str]]:
+    """The bound framebuffer consoles (``vtconN``) fbcon draws on function ``address``, each with its framebuffers.
+
+    A framebuffer is on a function when its ``device`` is that function, or when it is the
+    firmware's (efifb, vesafb, simpledrm) and the function is the boot VGA device.
+    """
+    consoles = [
+        vtcon
+        for vtcon in sorted(tree.listdir("sys/class/vtconsole"))
+        if tree.read(f"sys/class/vtconsole/{vtcon}/bind") == "1"
+        and "frame buffer" in (tree.read(f"sys/class/vtconsole/{vtcon}/name") or "")
+    ]
+    if not consoles:
+        return {}
+    boot_vga = tree.read(f"sys/bus/pci/devices/{address}/boot_vga") == "1"
+    drawn = [
+        fb
+        for fb in fbcon_framebuffers(tree)
+        if _pci_of(tree, f"sys/class/graphics/{fb}/device") == address
+        or (boot_vga and _is_firmware_framebuffer(tree, fb))
+    ]
+    return {vtcon: drawn for vtcon in consoles} if drawn else {}
+
+
+def _is_firmware_framebuffer(tree: HostTree, fb: str) -> bool:
+    name = tree.read(f"sys/class/graphics/{fb}/name") or ""
+    device = f"sys/class/graphics/{fb}/device"
+    path = tree.realpath(device) if tree.exists(device) else ""
+    return name in FIRMWARE_FRAMEBUFFERS or any(part in path for part in FIRMWARE_FB_DEVICES)
 
 
 # Root filesystem ----------------------------------------------------------------------

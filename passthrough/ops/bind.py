@@ -57,6 +57,19 @@ def _companion_warnings(inventory: Inventory, group: IommuGroup) -> list[str]:
     return warnings
 
 
+def _console_warning(inventory: Inventory, held: dict[str, list[console.ConsoleHolder]]) -> str:
+    """One warning naming each function the host's console holds, and what holds it."""
+    named = []
+    for address, found in held.items():
+        function = inventory.device(address)
+        what = f"the boot GPU {address}" if function is not None and function.boot_vga else address
+        named.append(f"{what} ({', '.join(holder.name for holder in found)})")
+    return (
+        f"The host's console still holds {' and '.join(named)}; vfio-pci may fail to claim its memory "
+        "and the VM may show nothing. Ask for the console to be released."
+    )
+
+
 def bind_vfio(
     tree: HostTree,
     address: Any,
@@ -86,9 +99,12 @@ def bind_vfio(
     result.warnings += _companion_warnings(inventory, group)
 
     holders: list[console.ConsoleHolder] = []
+    held: dict[str, list[console.ConsoleHolder]] = {}
     for target in targets:
         found, warnings = console.holders_of(tree, inventory.device(target))  # type: ignore[arg-type]
-        holders += found
+        if found:
+            held[target] = found
+        holders += [holder for holder in found if holder not in holders]
         result.warnings += warnings
     with recorder.step("snapshot", f"group {group.id}"):
         before = result.state_before = _group_state(tree, group.id, targets, holders)
@@ -99,11 +115,7 @@ def bind_vfio(
         return result
     to_release = holders if release else []
     if holders and not release:
-        names = ", ".join(holder.name for holder in holders)
-        result.warnings.append(
-            f"The host's console still holds the boot GPU ({names}); vfio-pci may fail to claim its memory "
-            "and the VM may show nothing. Ask for the console to be released."
-        )
+        result.warnings.append(_console_warning(inventory, held))
 
     result.warnings += ensure_vfio(tree, runner_for(tree, run_command), recorder)
     released: list[console.ConsoleHolder] = []

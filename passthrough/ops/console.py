@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from passthrough.host import HostTree
+from passthrough.hostcritical import framebuffer_consoles_on
 from passthrough.inventory import PciFunction
 from passthrough.ops.result import Recorder
 
@@ -29,40 +30,37 @@ class ConsoleHolder:
         return asdict(self)
 
 
-def _draws_on(tree: HostTree, function: PciFunction, class_dir: str) -> tuple[list[str], bool]:
-    """Platform framebuffer devices under ``sys/class/<class_dir>``, and whether one sits on the function itself."""
-    platform, native = [], False
-    for entry in sorted(tree.listdir(f"sys/class/{class_dir}")):
-        if not tree.exists(f"sys/class/{class_dir}/{entry}/device"):
-            continue
-        device = tree.realpath(f"sys/class/{class_dir}/{entry}/device")
-        if device.startswith(PLATFORM):
-            platform.append(device[len(PLATFORM) :].split("/", 1)[0])
-        elif device.rsplit("/", 1)[-1] == function.address:
-            native = True
-    return platform, native
+def _firmware_framebuffers(tree: HostTree) -> list[str]:
+    """Platform framebuffer devices (efi-framebuffer.0, simple-framebuffer.0) with a framebuffer or DRM card."""
+    devices = []
+    for class_dir in ("graphics", "drm"):
+        for entry in sorted(tree.listdir(f"sys/class/{class_dir}")):
+            if not tree.exists(f"sys/class/{class_dir}/{entry}/device"):
+                continue
+            device = tree.realpath(f"sys/class/{class_dir}/{entry}/device")
+            if device.startswith(PLATFORM):
+                devices.append(device[len(PLATFORM) :].split("/", 1)[0])
+    return list(dict.fromkeys(devices))
 
 
 def holders_of(tree: HostTree, function: PciFunction) -> tuple[list[ConsoleHolder], list[str]]:
-    """What holds the boot GPU for the host's console, and warnings about what cannot be released."""
-    fb_platform, fb_native = _draws_on(tree, function, "graphics")
-    drm_platform, drm_native = _draws_on(tree, function, "drm")
-    if not function.boot_vga and not (fb_native or drm_native):
-        return [], []  # firmware framebuffers draw on the boot GPU only
-    holders, warnings = [], []
-    for vtcon in sorted(tree.listdir("sys/class/vtconsole")):
-        name = tree.read(f"sys/class/vtconsole/{vtcon}/name") or ""
-        if tree.read(f"sys/class/vtconsole/{vtcon}/bind") != "1":
-            continue
-        if "frame buffer" in name:
-            holders.append(ConsoleHolder("vtconsole", vtcon))
-        elif "VGA" in name:
-            warnings.append(
-                f"The VGA text console ({vtcon}) stays on {function.address}; it cannot be unbound at run time. "
-                "Boot with video=vesafb:off,efifb:off or switch the firmware's primary display to free it."
-            )
+    """What holds ``function`` for the host's console, and warnings about what cannot be released.
+
+    A framebuffer console holds the function fbcon draws it on (see
+    :func:`passthrough.hostcritical.framebuffer_consoles_on`); the VGA text console and the
+    firmware framebuffers hold only the boot VGA device.
+    """
+    holders = [ConsoleHolder("vtconsole", vtcon) for vtcon in framebuffer_consoles_on(tree, function.address)]
+    warnings = []
     if function.boot_vga:
-        for device in dict.fromkeys(fb_platform + drm_platform):
+        for vtcon in sorted(tree.listdir("sys/class/vtconsole")):
+            name = tree.read(f"sys/class/vtconsole/{vtcon}/name") or ""
+            if "VGA" in name and tree.read(f"sys/class/vtconsole/{vtcon}/bind") == "1":
+                warnings.append(
+                    f"The VGA text console ({vtcon}) stays on {function.address}; it cannot be unbound at run time. "
+                    "Boot with video=vesafb:off,efifb:off or switch the firmware's primary display to free it."
+                )
+        for device in _firmware_framebuffers(tree):
             driver = tree.link_name(f"{PLATFORM}{device}/driver")
             if driver is not None:
                 holders.append(ConsoleHolder("framebuffer", device, driver))
