@@ -87,10 +87,13 @@ ensure_admin() {
 }
 
 # use_demo_tree MACHINE: lay out a real-world machine in var/demo/MACHINE (kept between runs)
-# and point this run's worker at it, behind the kernel double.
+# and point this run's worker at it, behind the kernel double. The demo keeps its own
+# database there too (unless DATABASE_URL is set), so its host, jobs and accounts never
+# mix with this host's, and its first start creates and prints its own admin.
 use_demo_tree() {
     local machine="$1"
     "$VENV/bin/python" manage.py demo_tree "$machine" "$VAR/demo/$machine" || return 1
+    export DATABASE_URL="${DATABASE_URL:-sqlite:///$VAR/demo/$machine/db.sqlite3}"
     export PASSTHROUGH_ROOT="$VAR/demo/$machine"
     export PASSTHROUGH_KERNEL=double
     export PASSTHROUGH_DEMO="$machine"
@@ -205,11 +208,14 @@ package_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
 }
 
+# apt_install PACKAGE...: only what is named and what it depends on (no recommends: chromium
+# alone would pull in a desktop's worth), with apt's progress lines shown (-q leaves out
+# only the animated bars), so a slow download is seen to move.
 APT_UPDATED=0
 apt_install() {
     if [ "$APT_UPDATED" = 0 ]; then
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get update -q
         APT_UPDATED=1
     fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
 }
