@@ -20,6 +20,7 @@ from passthrough.ops.errors import VerificationFailed
 from passthrough.ops.flow import carry_out
 from passthrough.ops.interlock import BIND, check_action
 from passthrough.ops.modules import ensure_vfio
+from passthrough.ops.persist import RULES_FILE, persisted_bindings
 from passthrough.ops.result import UNCHANGED, OperationResult, Progress, Recorder
 from passthrough.ops.sysfs import VFIO, driver, functions_state, probe, put_back, set_override, unbind, vfio_node
 from passthrough.ops.validate import (
@@ -186,14 +187,20 @@ def restore_driver(
     address: Any,
     *,
     previous_drivers: Any = None,
+    released_console: Any = None,
     progress: Progress | None = None,
 ) -> OperationResult:
-    """Give the group's functions on vfio-pci back to the host.
+    """Give the group's functions on vfio-pci back to the host, and the console the bind took.
 
     ``previous_drivers`` ({address: driver or None}, as recorded before the bind) says
     where each one must end; without it, whatever the kernel probes is reported.
+    ``released_console`` ({vtconN: None, framebuffer device: its driver}, what the bind
+    released, see :func:`console.released_by`) is bound again and verified.
     """
-    result = OperationResult("restore_driver", parameters={"address": address, "previous_drivers": previous_drivers})
+    result = OperationResult(
+        "restore_driver",
+        parameters={"address": address, "previous_drivers": previous_drivers, "released_console": released_console},
+    )
     recorder = Recorder(result, progress)
     with recorder.step("validate", address if isinstance(address, str) else None) as step:
         wanted = parse_address(address)
@@ -201,39 +208,77 @@ def restore_driver(
         function = require_device(inventory, wanted)
         group = require_group(tree, inventory, function)
         expected = parse_previous_drivers(previous_drivers, group.devices) or {}
+        consoles = console.parse_released(released_console)
         require_group_not_open(tree, group.id, action="giving it back to the host")
         targets = [
             member.address
             for member in (inventory.device(endpoint) for endpoint in group.endpoints)
             if member is not None and VFIO in (member.driver, member.driver_override)
         ]
+        consoles_todo, console_notes = console.still_released(tree, consoles)
         step.detail = f"IOMMU group {group.id}: " + (
             f"{', '.join(targets)} go back to the host" if targets else "nothing is on vfio-pci"
         )
-    result.parameters = {"address": wanted, "previous_drivers": expected}
+        if consoles_todo:
+            step.detail += f"; then the console ({', '.join(holder.name for holder in consoles_todo)})"
+    result.parameters = {
+        "address": wanted,
+        "previous_drivers": expected,
+        "released_console": {holder.name: holder.driver for holder in consoles} or None,
+    }
     result.targets = targets
+    result.warnings += console_notes
+    read_state = partial(_restore_state, tree, group.id, list(group.endpoints), consoles_todo)
     with recorder.step("snapshot", f"group {group.id}"):
-        before = result.state_before = _group_state(tree, group.id, list(group.endpoints), [])
-    if not targets:
+        before = result.state_before = read_state()
+    if not targets and not consoles_todo:
         result.outcome = UNCHANGED
         result.state_after = before
+        result.warnings += _bound_at_boot_warnings(before["bound_at_boot"])
         return result
+    given: list[console.ConsoleHolder] = []
 
     def act() -> None:
         for target in targets:
             _restore_one(tree, recorder, target, before["functions"][target], expected.get(target, _NOT_GIVEN))
-        _verify_restored(tree, recorder, group.id, targets, expected, result)
+        if targets:
+            _verify_restored(tree, recorder, group.id, targets, expected, result)
+        if consoles_todo:
+            console.give_back(tree, recorder, consoles_todo, given)
+            console.verify_given_back(tree, recorder, consoles_todo)
 
     def undo() -> list:
-        return [partial(put_back, tree, recorder, target, before["functions"][target]) for target in reversed(targets)]
+        steps: list = [partial(console.release, tree, recorder, given, [])]
+        return steps + [
+            partial(put_back, tree, recorder, target, before["functions"][target]) for target in reversed(targets)
+        ]
 
-    return carry_out(
-        result,
-        act=act,
-        undo=undo,
-        read_state=partial(_group_state, tree, group.id, list(group.endpoints), []),
-        doing=f"Returning IOMMU group {group.id} to the host",
-    )
+    carry_out(result, act=act, undo=undo, read_state=read_state, doing=f"Returning IOMMU group {group.id} to the host")
+    if result.ok:
+        result.warnings += _bound_at_boot_warnings(result.state_after["bound_at_boot"])
+    return result
+
+
+def _restore_state(
+    tree: HostTree, group: int, addresses: list[str], consoles: list[console.ConsoleHolder]
+) -> dict[str, Any]:
+    """The group's state, and which of its functions the files bind to vfio-pci at the next boot."""
+    bound = persisted_bindings(tree)
+    return {
+        **_group_state(tree, group, addresses, consoles),
+        "bound_at_boot": [address for address in addresses if address in bound],
+    }
+
+
+def _bound_at_boot_warnings(addresses: list[str]) -> list[str]:
+    if not addresses:
+        return []
+    one = len(addresses) == 1
+    return [
+        f"{', '.join(addresses)} {'is' if one else 'are'} still bound to vfio-pci at every boot "
+        f"(/{RULES_FILE}): the next reboot takes {'it' if one else 'them'} from the host again. "
+        f"Stop binding {'it' if one else 'them'} at boot to keep {'it' if one else 'them'} on the host."
+    ]
 
 
 def _restore_one(tree: HostTree, recorder: Recorder, address: str, before: dict[str, Any], expected: Any) -> None:
