@@ -193,7 +193,7 @@ def main() -> None:
     log = os.path.join(workdir, "access.log")
     prepare(workdir, env)
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "webui.wsgi", "--workers", "2", "--bind", f"127.0.0.1:{args.port}",
+        [sys.executable, "-m", "gunicorn", "webui.wsgi", "--workers", "2", "--no-control-socket", "--bind", f"127.0.0.1:{args.port}",
          "--access-logfile", log, "--access-logformat", "%(U)s %(s)s %(D)s", "--error-logfile", os.path.join(workdir, "error.log")],
         cwd=REPO, env=env,
     )  # fmt: skip
