@@ -173,6 +173,6 @@ def test_sign_in_walk_the_wizard_with_the_gpu_then_the_groups_topology_and_audit
     # The audit log: every request and outcome, the chain intact.
     page.goto(url + "/audit/")
     expect(page.locator(".verdict-pass")).to_contain_text("The chain is intact.")
-    expect(page.locator("table.audit")).to_contain_text("bind_vfio")
-    expect(page.locator("table.audit")).to_contain_text("persist_binding")
+    expect(page.locator("table.audit")).to_contain_text("Bind to vfio-pci")
+    expect(page.locator("table.audit")).to_contain_text("Bind to vfio-pci at every boot")
     shot("audit")

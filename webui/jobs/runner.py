@@ -257,7 +257,11 @@ def _bind(tree: HostTree, job: Job, progress: _StepWriter) -> OperationResult:
 
 def _restore(tree: HostTree, job: Job, progress: _StepWriter) -> OperationResult:
     return ops.restore_driver(
-        tree, job.targets[0], previous_drivers=job.parameters.get("previous_drivers"), progress=progress
+        tree,
+        job.targets[0],
+        previous_drivers=job.parameters.get("previous_drivers"),
+        released_console=job.parameters.get("released_console"),
+        progress=progress,
     )
 
 

@@ -82,7 +82,8 @@ def _drivers(value: Any) -> dict[str, str | None] | None:
 SCHEMAS: dict[str, dict[str, Callable[[Any], Any]]] = {
     Action.SCAN: {},
     Action.BIND_VFIO: {"address": _text, "confirm": _optional_text, "release_console": _bool},
-    Action.RESTORE_DRIVER: {"address": _text, "previous_drivers": _drivers},
+    # released_console: what the bind released, {vtconN: None, framebuffer device: its driver}.
+    Action.RESTORE_DRIVER: {"address": _text, "previous_drivers": _drivers, "released_console": _drivers},
     Action.RESET: {"address": _text, "method": _optional_text, "confirm": _optional_text},
     Action.SET_SRIOV_VFS: {"address": _text, "count": _count, "confirm": _optional_text},
     Action.PERSIST_BINDING: {
@@ -144,7 +145,11 @@ def task_arguments(job: Job) -> dict[str, Any]:
             "confirm": parameters.get("confirm"),
             "release_console": parameters.get("release_console", False),
         },
-        Action.RESTORE_DRIVER: {"address": first, "previous_drivers": parameters.get("previous_drivers")},
+        Action.RESTORE_DRIVER: {
+            "address": first,
+            "previous_drivers": parameters.get("previous_drivers"),
+            "released_console": parameters.get("released_console"),
+        },
         Action.RESET: {"address": first, "method": parameters.get("method"), "confirm": parameters.get("confirm")},
         Action.SET_SRIOV_VFS: {
             "address": first,

@@ -61,6 +61,11 @@ class GroupCard:
         return VERDICT_LABELS[self.verdict]
 
     @property
+    def nothing_to_pass(self) -> bool:
+        """Only bridges (root ports, or a host bridge alone): nothing a VM could be given."""
+        return all(member.function.is_bridge or member.function.is_host_bridge for member in self.members)
+
+    @property
     def on_vfio(self) -> bool:
         """Every function the group gives a VM is on vfio-pci already."""
         endpoints = [member.function for member in self.members if not member.stays]

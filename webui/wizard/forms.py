@@ -11,6 +11,7 @@ from passthrough.configgen import TARGETS
 from passthrough.configgen.spec import FIRMWARES, MACHINES
 from passthrough.inventory import Inventory
 from webui.accounts.events import AccountAction
+from webui.audit import refusals
 from webui.audit.models import RESULTS
 from webui.jobs.models import Action, State
 from webui.wizard.catalog import FILTER_KINDS
@@ -111,11 +112,15 @@ def device_choices(inventory: Inventory) -> list[tuple[str, str]]:
     ]
 
 
+# Every action the audit log records, by the words the log and its filter use: the jobs', the
+# accounts' (sign-ins, passwords, roles), and the worker's refused broker messages.
+AUDIT_ACTIONS = [*Action.choices, *AccountAction.choices, (refusals.ACTION, "Refused broker message")]
+
+
 class AuditFilterForm(forms.Form):
     host = forms.CharField(required=False, max_length=253)
     user = forms.CharField(required=False, max_length=150, help_text="who: a user name, worker, shell:root…")
-    # Jobs' actions, then the accounts' (sign-ins, passwords, roles).
-    action = forms.ChoiceField(required=False, choices=[("", "Any action"), *Action.choices, *AccountAction.choices])
+    action = forms.ChoiceField(required=False, choices=[("", "Any action"), *AUDIT_ACTIONS])
     device = forms.CharField(required=False, max_length=64, help_text="a PCI address, e.g. 01:00.0")
     result = forms.ChoiceField(required=False, choices=[("", "Any result"), *RESULTS])
     since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}), label="From")

@@ -16,10 +16,12 @@ from django.views.decorators.http import require_GET
 from passthrough.address import is_address, normalize
 from webui.audit import chain
 from webui.audit.models import AuditEvent, verify_chain, verify_recent
-from webui.wizard.forms import AuditFilterForm
+from webui.wizard.forms import AUDIT_ACTIONS, AuditFilterForm
 
 # Every field the hash covers, then the chain's own two: an export can be verified offline.
 EXPORT_FIELDS = (*chain.HASHED_FIELDS, "prev_hash", "hash")
+# The page names actions as its filter does; the exports keep the codes, as hashed.
+ACTION_LABELS = dict(AUDIT_ACTIONS)
 
 
 def filtered_events(form: AuditFilterForm) -> QuerySet[AuditEvent]:
@@ -53,7 +55,13 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     page = Paginator(events, 100).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
-    context = {"form": form, "page": page, "query": query.urlencode(), "verification": verify_recent()}
+    context = {
+        "form": form,
+        "page": page,
+        "query": query.urlencode(),
+        "verification": verify_recent(),
+        "action_labels": ACTION_LABELS,
+    }
     return render(request, "audit/log.html", context)
 
 

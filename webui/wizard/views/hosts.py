@@ -35,12 +35,15 @@ def host_home(request: HttpRequest, host: str) -> HttpResponse:
     state = WizardState.objects.filter(user=request.user, host=context["host"]).first()
     if not on_vfio and not (state and state.finished) and "dashboard" not in request.GET:
         return redirect("wizard", host=context["host"].name)
-    verdicts = [card.verdict for card in prepared.cards] if prepared else []
+    # Groups of bridges alone are not "cannot": they hold nothing a VM could be given.
+    cards = prepared.cards if prepared else []
+    verdicts = [card.verdict for card in cards if not card.nothing_to_pass]
     context.update(
         on_vfio=on_vfio,
         viable=verdicts.count(VIABLE),
         needs_confirmation=verdicts.count(NEEDS_CONFIRMATION),
         not_viable=verdicts.count(NOT_VIABLE),
+        nothing_to_pass=len(cards) - len(verdicts),
         functions=len(prepared.inventory.devices) if prepared else 0,
         jobs=Job.objects.filter(host=context["host"]).select_related("host")[:8],
         wizard=state,

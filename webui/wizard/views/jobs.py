@@ -1,4 +1,8 @@
-"""Jobs: the list, one job live (polled by htmx until it ends, then 286), cancel, undo and give back."""
+"""Jobs: the list, one job live (polled by htmx until it ends, then 286), cancel, undo and give back.
+
+Giving back is one button on the bind job (back to the drivers and the consoles it took) and,
+when the files still bind the device at every boot, one more on the give-back job (stop that).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
+from passthrough.ops.console import released_by
 from webui.accounts.decorators import operator_required
 from webui.jobs import service
 from webui.jobs.models import Action, Job, State
@@ -50,16 +55,29 @@ def previous_drivers(job: Job) -> dict[str, str | None]:
     }
 
 
+def bound_at_boot(job: Job) -> list[str]:
+    """The functions a finished give-back left bound to vfio-pci at every boot, as its result read them."""
+    if job.action != Action.RESTORE_DRIVER or job.state != State.SUCCEEDED:
+        return []
+    addresses = ((job.result or {}).get("state_after") or {}).get("bound_at_boot") or []
+    return [address for address in addresses if isinstance(address, str)]
+
+
 def job_context(job: Job) -> dict[str, Any]:
-    undone_by = None
+    undone_by = stopped_by = None
     if job.action in UNDOABLE:
         undone_by = Job.objects.filter(action=Action.UNDO_CHANGE, parameters__undo_of=job.pk).first()
+    at_boot = bound_at_boot(job)
+    if at_boot:
+        stopped_by = Job.objects.filter(action=Action.UNPERSIST_BINDING, parameters__after_give_back=job.pk).first()
     result = job.result or {}
     return {
         "job": job,
         "can_undo": job.action in UNDOABLE and job.state == State.SUCCEEDED and bool(result.get("undo")),
         "undone_by": undone_by,
         "can_give_back": job.action == Action.BIND_VFIO and job.state == State.SUCCEEDED,
+        "bound_at_boot": at_boot,
+        "stopped_by": stopped_by,
         "show_states": True,
         "max_wait_minutes": settings.PASSTHROUGH_JOB_MAX_WAIT // 60,
     }
@@ -96,18 +114,32 @@ def undo(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @operator_required
 def give_back(request: HttpRequest, pk: int) -> HttpResponse:
-    """restore_driver for the group a bind job took: back to the drivers it had before."""
+    """Give back what a job took from the host.
+
+    On a bind job: restore_driver for its group, back to the drivers it had before and with
+    the consoles the bind released. On a give-back job that left the group bound at every
+    boot: unpersist_binding for those functions ("Also stop binding it at boot").
+    """
     job = get_object_or_404(Job.objects.select_related("host"), pk=pk)
-    if not job_context(job)["can_give_back"]:
+    context = job_context(job)
+    if context["bound_at_boot"] and context["stopped_by"] is None:
+        made = run_job(
+            request,
+            host=job.host,
+            action=Action.UNPERSIST_BINDING,
+            targets=context["bound_at_boot"],
+            parameters={"fingerprint": None, "after_give_back": job.pk},
+        )
+        return redirect("job", pk=(made or job).pk)
+    if not context["can_give_back"]:
         messages.error(request, f"Job {job.pk} did not bind anything to vfio-pci, so there is nothing to give back.")
         return redirect("job", pk=job.pk)
-    made = run_job(
-        request,
-        host=job.host,
-        action=Action.RESTORE_DRIVER,
-        targets=job.targets[:1],
-        parameters={"previous_drivers": previous_drivers(job) or None},
-    )
+    parameters: dict[str, Any] = {"previous_drivers": previous_drivers(job) or None}
+    result = job.result or {}
+    released = released_by(result.get("state_before"), result.get("state_after"))
+    if released:
+        parameters["released_console"] = released
+    made = run_job(request, host=job.host, action=Action.RESTORE_DRIVER, targets=job.targets[:1], parameters=parameters)
     return redirect("job", pk=(made or job).pk)
 
 
