@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 
 LINUX_TARGETS = ("qemu", "libvirt", "proxmox")
 
+# Who binds a function to vfio-pci at VM start, for the targets that do it themselves.
+MANAGERS = {"libvirt": "libvirt (managed='yes')", "proxmox": "Proxmox"}
+
 MARKS = {True: "[ok]     ", False: "[MISSING]", None: "[check]  "}
 
 
@@ -132,23 +135,39 @@ def _group_requirements(inventory: Inventory, spec: VmSpec) -> list[HostRequirem
 
 
 def _driver_requirements(inventory: Inventory, spec: VmSpec, target: str) -> list[HostRequirement]:
-    rebinds = {
-        "libvirt": " libvirt rebinds it at start (managed='yes'), but a GPU held by its host driver often fails to let go.",
-        "proxmox": " Proxmox rebinds it at start, but a GPU held by its host driver often fails to let go.",
-    }.get(target, "")
+    # libvirt (managed='yes') and Proxmox take a function from its host driver and bind it to
+    # vfio-pci themselves when the VM starts, so a function not on vfio-pci yet is fine for them,
+    # except a GPU that its host driver holds: that driver often fails to let go.
+    manager = MANAGERS.get(target)
     found = []
     for device in spec.devices:
         function = inventory.device(device.address)
         driver = function.driver if function else None
         now = f"It is on {driver} now." if driver else "It has no driver now."
-        found.append(
-            HostRequirement(
-                f"vfio:{device.address}",
-                f"{device.address} is bound to vfio-pci.",
-                driver == "vfio-pci",
-                ("It is on vfio-pci." if driver == "vfio-pci" else now + rebinds),
+        bound = f"{device.address} is bound to vfio-pci."
+        if driver == "vfio-pci":
+            found.append(HostRequirement(f"vfio:{device.address}", bound, True, "It is on vfio-pci."))
+        elif manager and driver and function is not None and function.is_display:
+            found.append(
+                HostRequirement(
+                    f"vfio:{device.address}",
+                    bound,
+                    False,
+                    f"{now} {manager} binds it to vfio-pci when the VM starts, but a GPU held by its host driver "
+                    "often fails to let go: bind it to vfio-pci before starting the VM.",
+                )
             )
-        )
+        elif manager:
+            found.append(
+                HostRequirement(
+                    f"vfio:{device.address}",
+                    f"{manager} binds {device.address} to vfio-pci when the VM starts.",
+                    True,
+                    f"It is on {driver} now; {manager.split()[0]} unbinds it first." if driver else now,
+                )
+            )
+        else:
+            found.append(HostRequirement(f"vfio:{device.address}", bound, False, now))
     return found
 
 

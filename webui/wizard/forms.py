@@ -57,7 +57,26 @@ class SriovForm(forms.Form):
 
 
 class VmConfigForm(forms.Form):
-    devices = forms.MultipleChoiceField(widget=forms.CheckboxSelectMultiple, label="Devices")
+    # The targets whose generator uses each option; the page shows an option only for those
+    # (test_views_vmconfig checks this against the generators' text).
+    OPTION_TARGETS = {
+        "name": ("qemu", "libvirt", "proxmox", "vmware", "hyperv"),
+        "firmware": ("qemu", "libvirt", "proxmox", "vmware", "hyperv"),
+        "machine": ("qemu", "libvirt", "proxmox"),
+        "primary_gpu": ("qemu", "libvirt", "proxmox"),
+        "rom_file": ("qemu", "libvirt", "proxmox"),
+        "memory_mib": ("qemu", "libvirt", "proxmox", "vmware", "hyperv"),
+        "vcpus": ("qemu", "libvirt", "proxmox", "vmware", "hyperv"),
+        "hugepages": ("qemu", "libvirt", "proxmox", "vmware"),
+        "hide_kvm": ("qemu", "libvirt", "proxmox", "vmware"),
+        "hv_vendor_id": ("qemu", "libvirt", "proxmox"),
+    }
+
+    devices = forms.MultipleChoiceField(
+        widget=forms.CheckboxSelectMultiple,
+        label="Devices",
+        error_messages={"required": "Pick at least one device to pass through."},
+    )
     target = forms.ChoiceField(choices=list(TARGETS.items()), initial="qemu", label="Hypervisor")
     name = forms.CharField(max_length=63, initial="passthrough-vm", label="VM name")
     firmware = forms.ChoiceField(
@@ -76,12 +95,31 @@ class VmConfigForm(forms.Form):
     memory_mib = forms.IntegerField(min_value=256, max_value=16 * 1024 * 1024, initial=8192, label="Memory (MiB)")
     vcpus = forms.IntegerField(min_value=1, max_value=1024, initial=4, label="vCPUs")
     hugepages = forms.BooleanField(required=False, label="Back memory with hugepages")
-    hide_kvm = forms.BooleanField(required=False, label="Hide KVM (NVIDIA drivers before 465)")
+    hide_kvm = forms.BooleanField(
+        required=False, label="Hide the hypervisor from the guest (NVIDIA drivers before 465)"
+    )
     hv_vendor_id = forms.CharField(required=False, max_length=12, label="Hyper-V vendor id")
 
-    def __init__(self, *args: Any, inventory: Inventory, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, inventory: Inventory, refused: dict[str, str] | None = None, **kwargs: Any) -> None:
+        """``refused``: address -> why it may never go to a VM (offered disabled, refused if sent)."""
         super().__init__(*args, **kwargs)
         self.fields["devices"].choices = device_choices(inventory)
+        self.refused = refused or {}
+
+    def clean_devices(self) -> list[str]:
+        devices: list[str] = self.cleaned_data["devices"]
+        for address in devices:
+            if address in self.refused:
+                raise forms.ValidationError(f"{address} cannot go to a VM: {self.refused[address]}")
+        return devices
+
+    def option_fields(self) -> list[tuple[forms.BoundField, str, bool]]:
+        """Each option, the targets that use it space-separated (the page hides it for the others),
+        and whether it is a checkbox."""
+        return [
+            (self[name], " ".join(targets), isinstance(self.fields[name], forms.BooleanField))
+            for name, targets in self.OPTION_TARGETS.items()
+        ]
 
     def spec_options(self) -> dict[str, Any]:
         data = self.cleaned_data

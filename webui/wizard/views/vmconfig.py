@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET
 from passthrough.configgen import GeneratedConfig, VmSpec, build_spec, generate
 from passthrough.errors import PassthroughError
 from passthrough.inventory import Inventory
-from webui.wizard import snapshots
+from webui.wizard import picker, snapshots
 from webui.wizard.forms import VmConfigForm
 from webui.wizard.views.common import error_text, get_host, host_page
 
@@ -31,19 +31,33 @@ def make_config(inventory: Inventory, form: VmConfigForm) -> tuple[VmSpec, Gener
         return error_text(error)
 
 
-def _form(request: HttpRequest, inventory: Inventory) -> VmConfigForm:
-    bound = "devices" in request.GET
+def _form(request: HttpRequest, inventory: Inventory, choices: list[picker.Choice]) -> VmConfigForm:
+    # The submit button always sends the target, so a form sent with no device picked is
+    # bound (and says so) rather than shown again blank; ?pick= only preselects.
+    bound = "target" in request.GET or "devices" in request.GET
     initial_devices = request.GET.getlist("pick")  # preselected from a device or group page
-    return VmConfigForm(request.GET if bound else None, inventory=inventory, initial={"devices": initial_devices})
+    return VmConfigForm(
+        request.GET if bound else None,
+        inventory=inventory,
+        refused=picker.refused(choices),
+        initial={"devices": initial_devices},
+    )
 
 
 @require_GET
 def vmconfig(request: HttpRequest, host: str) -> HttpResponse:
     context: dict[str, Any] = host_page(get_host(request, host))
     if context["snapshot"] is not None:
-        inventory = snapshots.inventory_of(context["snapshot"])
-        form = _form(request, inventory)
-        context["form"] = form
+        prepared = snapshots.prepared(context["snapshot"])
+        inventory = prepared.inventory
+        choices = picker.device_choices(inventory, prepared.cards)
+        form = _form(request, inventory, choices)
+        context.update(
+            form=form,
+            offered=[choice for choice in choices if not choice.refused],
+            refused_groups=picker.refused_groups(choices),
+            picked=set(form["devices"].value() or []),
+        )
         if form.is_bound and form.is_valid():
             made = make_config(inventory, form)
             if isinstance(made, str):
@@ -63,8 +77,11 @@ def download(request: HttpRequest, host: str) -> HttpResponse:
     snapshot = snapshots.latest(found)
     if snapshot is None:
         raise Http404(f"{found.name} has no snapshot yet.")
-    inventory = snapshots.inventory_of(snapshot)
-    form = VmConfigForm(request.GET, inventory=inventory)
+    prepared = snapshots.prepared(snapshot)
+    inventory = prepared.inventory
+    form = VmConfigForm(
+        request.GET, inventory=inventory, refused=picker.refused(picker.device_choices(inventory, prepared.cards))
+    )
     if not form.is_valid():
         errors = "; ".join(f"{name}: {' '.join(messages)}" for name, messages in form.errors.items())
         return HttpResponse(f"The configuration cannot be made: {errors}\n", status=400, content_type="text/plain")
