@@ -5,12 +5,16 @@ kept (see snapshots.Prepared); rendering a 1,024-function host's groups costs ma
 what serving them does. The unfiltered list is also kept deflated (stitch.py), so a page
 request compresses only its own few kilobytes around it. Nothing in the kept HTML depends
 on the request: every group's button belongs to the page's one form and its CSRF token.
+
+The live filter answers with the address of what it shows (``HX-Replace-Url``), so
+reloading shows the same list and Back leaves the page rather than restoring a stale one.
 """
 
 from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import urlencode
 
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
@@ -28,6 +32,7 @@ from webui.wizard.views.common import get_host, host_page, render_page
 
 ACCEPTS_GZIP = re.compile(r"\bgzip\b")
 SLOT = "\x00groups\x00"  # where the kept list goes in the rendered page
+FILTERS = ("q", "kind")
 
 
 def _render_cards(prepared: snapshots.Prepared, cards: list[GroupCard], base: dict[str, Any], operate: bool) -> str:
@@ -65,20 +70,45 @@ def groups(request: HttpRequest, host: str) -> HttpResponse:
     if context["snapshot"] is None:
         return render_page(request, "hosts/groups.html", context)
     prepared = snapshots.prepared(context["snapshot"])
+    if not prepared.cards:
+        return _no_groups(request, context, prepared)
     operate = can_operate(request.user)
     base = {key: context[key] for key in ("host", "device_base", "groups_base")}
     cards = filter_cards(prepared.cards, text, kind)
     context.update(cards=cards, total=len(prepared.cards), ungrouped=[] if text or kind else prepared.ungrouped)
     if text or kind or getattr(request, "htmx", False):
         context["group_html"] = mark_safe(_render_cards(prepared, cards, base, operate))
-        return render_page(request, "hosts/groups.html", context, partial="group-list")
+        return _list_or_page(request, context)
     context["group_html"] = SafeString(SLOT)
     response = render_page(request, "hosts/groups.html", context)
     return _with_whole_list(request, response, _whole_list(prepared, base, operate))
 
 
+def _no_groups(request: HttpRequest, context: dict[str, Any], prepared: snapshots.Prepared) -> HttpResponse:
+    """A host without IOMMU groups (booted with the IOMMU off): every function, and the fix to read."""
+    checks = context["snapshot"].checks()
+    context.update(
+        cards=[],
+        total=0,
+        ungrouped=prepared.ungrouped,
+        iommu_check=next((check for check in checks if check.get("id") == "iommu"), None),
+    )
+    return _list_or_page(request, context)
+
+
+def _list_or_page(request: HttpRequest, context: dict[str, Any]) -> HttpResponse:
+    """The page, or for the live filter only its list, with the address of what it shows."""
+    response = render_page(request, "hosts/groups.html", context, partial="group-list")
+    if getattr(request, "htmx", False):
+        query = urlencode([(key, value) for key in FILTERS if (value := request.GET.get(key, ""))])
+        response["HX-Replace-Url"] = context["device_base"] + (f"?{query}" if query else "")
+    return response
+
+
 def _with_whole_list(request: HttpRequest, response: HttpResponse, kept: Compressed) -> HttpResponse:
-    head, tail = response.content.split(SLOT.encode(), 1)
+    head, slot, tail = response.content.partition(SLOT.encode())
+    if not slot:  # the page shows no list (nothing to put in it)
+        return response
     patch_vary_headers(response, ("Accept-Encoding",))
     if ACCEPTS_GZIP.search(request.headers.get("Accept-Encoding", "")):
         response.content = gzip_around(head, kept, tail)

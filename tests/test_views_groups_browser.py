@@ -1,0 +1,65 @@
+"""The devices page in Debian's chromium: the address bar follows the live filter.
+
+No worker: the page reads a stored snapshot of the asokolsky "duo" machine.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.web_support import PASSWORD, make_user  # noqa: E402
+from webui.accounts.roles import OPERATOR
+
+CHROMIUM = "/usr/bin/chromium"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not os.path.exists(CHROMIUM), reason=f"needs Debian's chromium at {CHROMIUM} (scripts/test installs it)"
+    ),
+]
+
+
+@pytest.fixture
+def page(monkeypatch, duo, live_server):
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "1")  # Playwright's loop runs in this thread
+    from playwright.sync_api import sync_playwright
+
+    make_user("otto", OPERATOR)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        page = browser.new_page(viewport={"width": 1280, "height": 700})
+        page.set_default_timeout(15_000)
+        page.goto(f"{live_server.url}/accounts/sign-in/")
+        page.fill("#id_username", "otto")
+        page.fill("#id_password", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url(lambda url: "/accounts/sign-in/" not in url)
+        yield page
+        browser.close()
+
+
+def test_the_address_bar_follows_the_live_filter_and_reload_shows_the_same_list(page, live_server):
+    from playwright.sync_api import expect
+
+    page.goto(f"{live_server.url}/jobs/")
+    page.goto(f"{live_server.url}/hosts/duo/devices/")
+    page.fill("input[name=q]", "nvme")
+    expect(page.locator("tbody.group")).to_have_count(1)
+    expect(page).to_have_url(f"{live_server.url}/hosts/duo/devices/?q=nvme")
+    expect(page.locator("#group-list a", has_text="Show all")).to_be_visible()
+    page.fill("input[name=q]", "1030")
+    expect(page).to_have_url(f"{live_server.url}/hosts/duo/devices/?q=1030")
+    expect(page.locator("#group-2")).to_be_visible()
+    page.reload()
+    expect(page.locator("tbody.group")).to_have_count(1)
+    expect(page.locator("#group-2")).to_be_visible()
+    expect(page.locator("input[name=q]")).to_have_value("1030")
+    page.go_back()  # the filter replaced the address as it went: Back leaves the page, no stale list
+    expect(page).to_have_url(f"{live_server.url}/jobs/")
