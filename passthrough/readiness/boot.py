@@ -129,7 +129,10 @@ def check_kernel_cmdline(facts: HostFacts) -> Check:
         notes.append("video=efifb:off: the EFI framebuffer stays off the boot GPU, so that GPU can be passed through.")
     if any(param.value and "vfio" in param.value.replace("-", "_") for param in cmdline.find("rd.driver.pre")):
         notes.append("rd.driver.pre loads vfio-pci first thing in the initramfs (dracut).")
-    if cmdline.has("amd_iommu", "on"):
+    # Each vendor's switch is read only by that vendor's IOMMU driver: say so only on the other vendor's host.
+    if facts.vendor == "intel" and cmdline.has("amd_iommu"):
+        notes.append("amd_iommu= has no effect on an Intel host.")
+    elif cmdline.has("amd_iommu", "on"):
         notes.append(
             "amd_iommu=on is not a valid value and the kernel ignores it: the AMD IOMMU is on by default when the "
             "firmware enables it."

@@ -230,11 +230,11 @@ def _error_text(result: OperationResult) -> str:
 
 
 def _message(job: Job, result: OperationResult) -> str:
-    targets = ", ".join(result.targets or job.targets)
+    targets = ", ".join(result.targets or job.targets)  # none for a job on the whole host (a scan)
     if result.outcome == ops.UNCHANGED:
-        return f"Nothing to do: {targets} already as asked."
+        return f"Nothing to do: {targets or 'the host'} already as asked."
     if result.outcome == ops.SUCCEEDED:
-        return f"{job.get_action_display()} done for {targets}." + _warnings(result)
+        return f"{job.get_action_display()} done{f' for {targets}' if targets else ''}." + _warnings(result)
     if result.outcome == ops.ROLLED_BACK:
         return f"{job.get_action_display()} failed and every change was undone: {_error_text(result)}"
     return f"{job.get_action_display()} failed: {_error_text(result)}"

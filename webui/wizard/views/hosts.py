@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from webui.accounts.decorators import operator_required
@@ -13,6 +14,7 @@ from webui.wizard import snapshots
 from webui.wizard.catalog import NEEDS_CONFIRMATION, NOT_VIABLE, VIABLE
 from webui.wizard.models import WizardState
 from webui.wizard.views.common import get_host, host_page, run_job, selected_host
+from webui.wizard.views.jobs import job_context
 
 VFIO = "vfio-pci"
 
@@ -53,18 +55,27 @@ def host_home(request: HttpRequest, host: str) -> HttpResponse:
 
 @require_GET
 def readiness(request: HttpRequest, host: str) -> HttpResponse:
-    return render(request, "hosts/readiness.html", host_page(get_host(request, host)))
+    """The checks; with ``?scan=<job>`` ("Check again"), that scan too: followed while it runs, then its outcome."""
+    context = host_page(get_host(request, host))
+    scan_job = request.GET.get("scan", "")
+    job = (
+        Job.objects.filter(pk=int(scan_job), host=context["host"], action="scan").first()
+        if scan_job.isdigit()
+        else None
+    )
+    if job is not None:
+        context.update(job_context(job), scan_job=job)  # the job's progress, as its own page shows it
+    return render(request, "hosts/readiness.html", context)
 
 
 @require_POST
 @operator_required
 def scan(request: HttpRequest, host: str) -> HttpResponse:
-    """ "Check again": a scan job, whose page shows it live; the checks come from its snapshot."""
+    """ "Check again": a scan job, followed on the readiness page, which then shows the checks of its snapshot."""
     found = get_host(request, host)
     job = run_job(request, host=found, action="scan")
-    if job is None:
-        return redirect("readiness", host=found.name)
-    return redirect("job", pk=job.pk)
+    readiness_page = reverse("readiness", kwargs={"host": found.name})
+    return redirect(f"{readiness_page}?scan={job.pk}" if job else readiness_page)
 
 
 @require_POST
