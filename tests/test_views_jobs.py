@@ -177,3 +177,30 @@ def test_a_bind_from_the_groups_page_runs_on_the_worker_and_the_pages_show_vfio(
     assert scan(root).device(DUO_GPU_AUDIO).driver == "vfio-pci"
     groups = client.get(reverse("groups", kwargs={"host": "duo"}), {"q": "gt 1030"}).content.decode()
     assert groups.count("<code>vfio-pci</code>") == 2
+
+
+def test_without_javascript_an_unfinished_job_page_reloads_itself_until_the_job_ends(duo, viewer_client):
+    refresh = '<noscript><meta http-equiv="refresh" content="2"></noscript>'
+    assert refresh in viewer_client.get(job_url(bind_job(duo, state=State.QUEUED))).content.decode()
+    assert refresh in viewer_client.get(job_url(bind_job(duo, state=State.RUNNING))).content.decode()
+    assert refresh not in viewer_client.get(job_url(bind_job(duo))).content.decode()
+
+
+def test_a_scan_of_the_whole_host_says_it_is_done_without_an_empty_list(duo, operator):
+    from passthrough.host import HostTree
+    from webui.jobs.runner import execute
+
+    job = Job.objects.create(host=duo, user=operator, actor="otto", action="scan", state=State.RUNNING)
+    assert execute(job, HostTree(duo.root)).message == "Scan the host done."
+
+
+def test_commands_in_a_jobs_words_show_as_code(duo, viewer_client):
+    job = bind_job(
+        duo,
+        message="Bind to vfio-pci done for 0000:01:00.0. Run `update-initramfs -u` to keep it.",
+        result={"outcome": "succeeded", "plan": {"diff": "", "commands": [], "notes": ["Applied by `dracut -f`."]}},
+    )
+    html = viewer_client.get(job_url(job)).content.decode()
+    assert "Run <code>update-initramfs -u</code> to keep it." in html
+    assert "Applied by <code>dracut -f</code>." in html
+    assert "`" not in html[html.index('id="job-progress"') :]
