@@ -98,6 +98,9 @@ class SysfsRecording(Recorder):
                 self.placeholder(f"{real}/{item.name}")
             elif is_address(item.name) and item.is_symlink():
                 self.ensure_target(self.copy_link(f"{real}/{item.name}"))
+            elif item.name == "module" and item.is_symlink():
+                # Which module provides the driver: binding at boot names it in its softdep line.
+                self.ensure_target(self.copy_link(f"{real}/{item.name}"))
 
     # IOMMU groups and units --------------------------------------------------------------
     def iommu(self) -> None:

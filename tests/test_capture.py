@@ -290,3 +290,20 @@ def test_progress_hears_every_stage(make_tree: Callable[[HostSpec], Path], tmp_p
     capture(HostTree(make_tree(workstation())), tmp_path / "capture", progress=lines.append)
     assert any("PCI functions" in line for line in lines)
     assert lines[-1].startswith("Recorded 12 functions, 9 groups")
+
+
+def test_a_drivers_module_link_is_recorded_so_binding_at_boot_names_the_module(
+    make_tree: Callable[[HostSpec], Path], tmp_path: Path
+) -> None:
+    spec = workstation()
+    spec.driver_modules.update({"nouveau": "nouveau", "igb": "igb"})
+    source = make_tree(spec)
+
+    capture(HostTree(source), tmp_path / "capture")
+
+    drivers = tmp_path / "capture/sys/bus/pci/drivers"
+    for driver in ("nouveau", "igb"):
+        link = drivers / driver / "module"
+        assert link.is_symlink() and not os.path.isabs(os.readlink(link))
+        assert link.resolve().name == driver and link.resolve().is_dir()
+        assert not any(link.resolve().iterdir())  # the module's own files are not copied
