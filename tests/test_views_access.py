@@ -49,6 +49,8 @@ ROUTES: dict[str, Route] = {
     "groups": Route(PAGE, lambda m: {"host": "duo"}),
     "device": Route(PAGE, lambda m: {"host": "duo", "address": DUO_GPU}),
     "bind_group": Route(ACTION, lambda m: {"host": "duo", "group": DUO_GPU_GROUP}),
+    "review_group": Route(PAGE, lambda m: {"host": "duo", "group": DUO_GPU_GROUP}),
+    "give_back_group": Route(ACTION, lambda m: {"host": "duo", "group": DUO_GPU_GROUP}),
     "reset_device": Route(ACTION, lambda m: {"host": "duo", "address": DUO_GPU}),
     "set_vfs": Route(ACTION, lambda m: {"host": "duo", "address": DUO_GPU}),
     "topology": Route(PAGE, lambda m: {"host": "duo"}),

@@ -1,4 +1,4 @@
-"""The devices page in Debian's chromium: the address bar follows the live filter.
+"""The devices page in Debian's chromium: anchors clear the sticky table head, the address bar follows the filter.
 
 No worker: the page reads a stored snapshot of the asokolsky "duo" machine.
 """
@@ -43,6 +43,15 @@ def page(monkeypatch, duo, live_server):
         page.wait_for_url(lambda url: "/accounts/sign-in/" not in url)
         yield page
         browser.close()
+
+
+def test_a_group_anchor_shows_the_groups_title_below_the_sticky_table_head(page, live_server):
+    page.goto(f"{live_server.url}/hosts/duo/devices/#group-10")
+    page.wait_for_timeout(200)
+    title = page.locator("#group-10 h2").bounding_box()
+    head = page.evaluate("document.querySelector('table.groups > thead th').getBoundingClientRect().bottom")
+    assert title is not None and title["y"] >= head, (title, head)
+    assert title["y"] < 700 / 2  # and it is at the top of the view, not scrolled past
 
 
 def test_the_address_bar_follows_the_live_filter_and_reload_shows_the_same_list(page, live_server):

@@ -72,6 +72,11 @@ class GroupCard:
         return bool(endpoints) and all(function.driver == "vfio-pci" for function in endpoints)
 
     @property
+    def vfio_functions(self) -> list[PciFunction]:
+        """The functions of the group on vfio-pci now: what giving it back returns to the host."""
+        return [member.function for member in self.members if not member.stays and member.function.driver == "vfio-pci"]
+
+    @property
     def first_endpoint(self) -> str | None:
         return self.group.endpoints[0] if self.group.endpoints else None
 

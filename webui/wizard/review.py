@@ -2,7 +2,8 @@
 
 ``candidates`` lists what a user may pick in step 2, one entry per physical device;
 ``review`` says, for the picked device, exactly what moves to vfio-pci, what could go
-wrong on this host and how to undo it (step 3). Both read a snapshot's inventory and
+wrong on this host, what the snapshot could not tell, and how to undo it (step 3, and the
+devices page's review before a group is passed). Both read a snapshot's inventory and
 readiness report, never the hardware.
 """
 
@@ -18,6 +19,8 @@ from passthrough.ops.files import unified_diff
 from webui.wizard.catalog import NOT_VIABLE, PICK_ORDER, GroupCard, group_card
 
 VFIO = "vfio-pci"
+# Readiness checks whose warning weakens isolation itself (a risk), and whose skip leaves it unknown.
+ISOLATION_CHECKS = ("interrupt_remapping", "acs_override")
 
 
 @dataclass
@@ -113,6 +116,7 @@ class Review:
     undo: list[str]
     cmdline: list[CmdlineEdit]
     native_drivers: dict[str, str | None]  # what each function is on now (for binding at boot)
+    unchecked: list[str] = field(default_factory=list)  # what the snapshot could not tell about this plan
 
 
 def cmdline_edits(readiness: dict[str, Any]) -> list[CmdlineEdit]:
@@ -169,6 +173,7 @@ def review(inventory: Inventory, address: str, readiness: dict[str, Any]) -> Rev
         cmdline=cmdline_edits(readiness),
         # None says "no driver before": the plan then writes no softdep instead of guessing.
         native_drivers={function.address: function.driver for function in moves if function.driver != VFIO},
+        unchecked=_unchecked(inventory, moves, readiness),
     )
 
 
@@ -214,12 +219,53 @@ def _risks(
             "pass that group too, or the card may not work in the VM."
         )
     # Failing checks, and the warnings that weaken isolation itself.
-    weakening = ("interrupt_remapping", "acs_override")
     for check in readiness.get("checks", []):
         status = check.get("status")
-        if status == "fail" or (status == "warn" and check.get("id") in weakening):
+        if status == "fail" or (status == "warn" and check.get("id") in ISOLATION_CHECKS):
             risks.append(f"Readiness: {check.get('summary')}")
     return risks
+
+
+def _unchecked(inventory: Inventory, moves: list[PciFunction], readiness: dict[str, Any]) -> list[str]:
+    """What the snapshot could not tell about the functions that move.
+
+    Host-critical functions are found from the route table, the mounts and the consoles
+    (passthrough.hostcritical). A capture without them finds none, and a plan must not read
+    as safe only because nothing was found: when no function of a kind is host-critical on
+    the whole host, the ones of that kind that move are named here.
+    """
+    critical_kinds = {function.kind for function in map(inventory.device, inventory.host_critical) if function}
+    unmarked = [function for function in moves if function.address not in inventory.host_critical]
+    unchecked = []
+    nics = [function for function in unmarked if function.kind == "network"]
+    if nics and "network" not in critical_kinds:
+        unchecked.append(
+            "No NIC on this host is known to carry the default route: no route table was read, or the route "
+            "leaves through something that is not a PCI NIC. So the NIC carrying your SSH session cannot be told "
+            f"apart: if you reach this host over the network, make sure it is not {_names(nics)}; passing "
+            f"{'it' if len(nics) == 1 else 'them'} through cuts that connection."
+        )
+    disks = [function for function in unmarked if function.kind == "storage"]
+    if disks and "storage" not in critical_kinds:
+        unchecked.append(
+            "No storage controller on this host is known to hold the root filesystem: no mount table was read, or "
+            "the root is on something that is not a PCI controller (USB, the network). So whether "
+            f"{_names(disks)} holds it cannot be told: if it does, the host stops when it goes."
+        )
+    for function in unmarked:
+        if function.is_display and function.boot_vga is None:
+            unchecked.append(
+                f"Whether the firmware booted on {describe(function)} was not read, so whether the host's console "
+                "draws on it cannot be told: if it does, the host's screen goes dark and vfio-pci may fail to claim it."
+            )
+    for check in readiness.get("checks", []):
+        if check.get("status") == "skip" and check.get("id") in ISOLATION_CHECKS:
+            unchecked.append(f"Readiness could not check {check.get('title', check['id'])}: {check.get('summary')}")
+    return unchecked
+
+
+def _names(functions: list[PciFunction]) -> str:
+    return ", ".join(describe(function) for function in functions)
 
 
 def _undo(moves: list[PciFunction]) -> list[str]:

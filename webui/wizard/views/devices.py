@@ -1,6 +1,14 @@
-"""One function in detail, and passing an IOMMU group through (the list of groups is in groups.py)."""
+"""One function in detail, and an IOMMU group passed through or given back (the list of groups is in groups.py).
+
+Passing a group goes through its review first (a page, nothing happens yet): what moves,
+what could go wrong, what the snapshot could not tell and how to undo it, the wizard's step
+3 for one group (review.py). Only the review's form posts the bind. A refusal is said on
+the page the user acted from, next to what they acted on (groups.note_at_group).
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
@@ -9,14 +17,21 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from passthrough.errors import PassthroughError
-from passthrough.inventory import Inventory, PciFunction
+from passthrough.inventory import Inventory, IommuGroup, PciFunction
+from passthrough.ops.console import released_by
 from passthrough.ops.interlock import BIND, RESET, SET_SRIOV_VFS, check_action, judge
 from webui.accounts.decorators import operator_required
-from webui.hosts.models import Host
+from webui.hosts.models import Host, Snapshot
+from webui.jobs.models import Action, Job
+from webui.jobs.service import submit
 from webui.wizard import snapshots
 from webui.wizard.catalog import group_card
 from webui.wizard.forms import BindForm, ResetForm, SriovForm
+from webui.wizard.giveback import bind_job_of
+from webui.wizard.review import review
 from webui.wizard.views.common import error_text, get_host, host_page, parse_address_or_404, run_job
+from webui.wizard.views.groups import note_at_group, take_note
+from webui.wizard.views.jobs import previous_drivers
 
 
 @require_GET
@@ -133,41 +148,106 @@ def set_vfs(request: HttpRequest, host: str, address: str) -> HttpResponse:
     return redirect("job", pk=job.pk) if job else redirect(back)
 
 
-@require_POST
-@operator_required
-def bind_group(request: HttpRequest, host: str, group: int) -> HttpResponse:
-    """ "Pass through this group": checked against the snapshot here, again by the worker before it acts."""
-    found = get_host(request, host)
-    back = reverse("groups", kwargs={"host": found.name}) + f"#group-{group}"
-    snapshot = snapshots.latest(found)
+def _group_or_404(host: Host, group: int, snapshot: Snapshot | None) -> tuple[Inventory, IommuGroup]:
     inventory = snapshots.inventory_of(snapshot) if snapshot else None
     iommu_group = inventory.group(group) if inventory else None
     if inventory is None or iommu_group is None:
-        raise Http404(f"IOMMU group {group} is not in the latest snapshot of {found.name}.")
+        raise Http404(f"IOMMU group {group} is not in the latest snapshot of {host.name}.")
+    return inventory, iommu_group
+
+
+def _submit_for_group(request: HttpRequest, host: Host, group: int, doing: str, **job: Any) -> Job | None:
+    """Submit a job for a group; a refusal (busy group, queue down) is said next to the group."""
+    try:
+        return submit(host=host, user=request.user, **job)
+    except PassthroughError as error:
+        note_at_group(request, host, group, f"IOMMU group {group} was not {doing}: {error_text(error)}")
+        return None
+
+
+@require_GET
+def review_group(request: HttpRequest, host: str, group: int) -> HttpResponse:
+    """What passing a group through would do, on this host: the page "Pass through this group" leads to."""
+    context = host_page(get_host(request, host))
+    found = context["host"]
+    inventory, iommu_group = _group_or_404(found, group, context["snapshot"])
     card = group_card(inventory, iommu_group)
-    # The groups page posts every group's fields in one form: this group's are suffixed with its id.
-    form = BindForm(
-        {
-            "confirm": request.POST.get(f"confirm-{group}", request.POST.get("confirm", "")),
-            "release_console": request.POST.get(f"release_console-{group}", request.POST.get("release_console")),
-        }
-    )
+    first = card.first_endpoint
+    plan = review(inventory, first, context["snapshot"].readiness) if first and not card.nothing_to_pass else None
+    note = take_note(request, found, group)
+    context.update(card=card, review=plan, note=note[1] if note else None)
+    return render(request, "hosts/group_review.html", context)
+
+
+@require_POST
+@operator_required
+def bind_group(request: HttpRequest, host: str, group: int) -> HttpResponse:
+    """The review's "Pass through": checked against the snapshot here, again by the worker before it acts."""
+    found = get_host(request, host)
+    back = reverse("review_group", kwargs={"host": found.name, "group": group}) + "#decide"
+    inventory, iommu_group = _group_or_404(found, group, snapshots.latest(found))
+    card = group_card(inventory, iommu_group)
+    form = BindForm(request.POST)
     form.is_valid()
     confirm = (form.cleaned_data.get("confirm") or "").strip()
-    # card.blocked is the interlock's answer for this group, as the page showed it.
+    # card.blocked is the interlock's answer for this group, as the review showed it.
     if not card.passable:
-        messages.error(request, f"IOMMU group {group} cannot be passed through: {' '.join(card.blocked)}")
+        note_at_group(request, found, group, f"IOMMU group {group} cannot be passed through: {' '.join(card.blocked)}")
         return redirect(back)
     try:
         check_action(inventory, BIND, iommu_group.endpoints, confirm)
     except PassthroughError as error:
-        messages.error(request, f"IOMMU group {group} was not passed through: {error_text(error)}")
+        note_at_group(request, found, group, f"IOMMU group {group} was not passed through: {error_text(error)}")
         return redirect(back)
-    job = run_job(
+    job = _submit_for_group(
         request,
-        host=found,
-        action="bind_vfio",
+        found,
+        group,
+        "passed through",
+        action=Action.BIND_VFIO,
         targets=[card.first_endpoint or ""],
         parameters={"confirm": confirm or None, "release_console": bool(form.cleaned_data.get("release_console"))},
     )
     return redirect("job", pk=job.pk) if job else redirect(back)
+
+
+@require_POST
+@operator_required
+def give_back_group(request: HttpRequest, host: str, group: int) -> HttpResponse:
+    """ "Give back to the host" on the devices and device pages: a restore_driver job, as from the bind job's page.
+
+    The drivers each function goes back to are the ones its bind job recorded; a group bound
+    another way (at boot, by hand) gets what the kernel probes.
+    """
+    found = get_host(request, host)
+    back = reverse("groups", kwargs={"host": found.name}) + f"#group-{group}"
+    inventory, iommu_group = _group_or_404(found, group, snapshots.latest(found))
+    on_vfio = group_card(inventory, iommu_group).vfio_functions
+    if not on_vfio:
+        note_at_group(
+            request, found, group, f"Nothing to give back: no function of IOMMU group {group} is on vfio-pci."
+        )
+        return redirect(back)
+    job = _submit_for_group(
+        request,
+        found,
+        group,
+        "given back",
+        action=Action.RESTORE_DRIVER,
+        targets=[on_vfio[0].address],
+        parameters=_restore_parameters(bind_job_of(found, group)),
+    )
+    return redirect("job", pk=job.pk) if job else redirect(back)
+
+
+def _restore_parameters(bind: Job | None) -> dict[str, Any]:
+    """What the bind job recorded, as its own page's "Give back to the host" sends it (views/jobs.py give_back):
+    the drivers before, and the consoles it released. Without a bind job, nothing: the kernel probes."""
+    if bind is None:
+        return {"previous_drivers": None}
+    parameters: dict[str, Any] = {"previous_drivers": previous_drivers(bind) or None}
+    result = bind.result or {}
+    released = released_by(result.get("state_before"), result.get("state_after"))
+    if released:
+        parameters["released_console"] = released
+    return parameters

@@ -5,9 +5,6 @@ kept (see snapshots.Prepared); rendering a 1,024-function host's groups costs ma
 what serving them does. The unfiltered list is also kept deflated (stitch.py), so a page
 request compresses only its own few kilobytes around it. Nothing in the kept HTML depends
 on the request: every group's button belongs to the page's one form and its CSRF token.
-
-The live filter answers with the address of what it shows (``HX-Replace-Url``), so
-reloading shows the same list and Back leaves the page rather than restoring a stale one.
 """
 
 from __future__ import annotations
@@ -16,6 +13,7 @@ import re
 from typing import Any
 from urllib.parse import urlencode
 
+from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -24,6 +22,7 @@ from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_GET
 
 from webui.accounts.roles import can_operate
+from webui.hosts.models import Host
 from webui.wizard import snapshots
 from webui.wizard.catalog import FILTER_KINDS, GroupCard, filter_cards
 from webui.wizard.forms import GroupFilterForm
@@ -32,12 +31,37 @@ from webui.wizard.views.common import get_host, host_page, render_page
 
 ACCEPTS_GZIP = re.compile(r"\bgzip\b")
 SLOT = "\x00groups\x00"  # where the kept list goes in the rendered page
+NOTE = "group_note"  # the session key of a refusal to show inside its group
 FILTERS = ("q", "kind")
 
 
-def _render_cards(prepared: snapshots.Prepared, cards: list[GroupCard], base: dict[str, Any], operate: bool) -> str:
+def note_at_group(request: HttpRequest, host: Host, group: int, text: str) -> None:
+    """Say ``text`` inside IOMMU group ``group`` on the next page that shows the group's actions."""
+    request.session[NOTE] = {"host": host.name, "group": group, "text": text}
+
+
+def take_note(request: HttpRequest, host: Host, group: int | None = None) -> tuple[int, str] | None:
+    """The note kept for a group of ``host`` (of ``group``, if given) as (group, text), once."""
+    note = request.session.get(NOTE)
+    if not isinstance(note, dict) or note.get("host") != host.name or group not in (None, note.get("group")):
+        return None
+    del request.session[NOTE]
+    return int(note["group"]), str(note["text"])
+
+
+def _render_cards(
+    prepared: snapshots.Prepared,
+    cards: list[GroupCard],
+    base: dict[str, Any],
+    operate: bool,
+    note: tuple[int, str] | None = None,
+) -> str:
     parts = []
     for card in cards:
+        if note and note[0] == card.id:  # this request's own words: rendered for it, not kept
+            variables = {**base, "card": card, "can_operate": operate, "note": note[1]}
+            parts.append(render_to_string("hosts/groups.html#group", variables))
+            continue
         part = prepared.fragments.get((card.id, operate))
         if part is None:
             variables = {**base, "card": card, "can_operate": operate}
@@ -75,9 +99,13 @@ def groups(request: HttpRequest, host: str) -> HttpResponse:
     operate = can_operate(request.user)
     base = {key: context[key] for key in ("host", "device_base", "groups_base")}
     cards = filter_cards(prepared.cards, text, kind)
+    note = take_note(request, context["host"])
+    if note and note[0] not in {card.id for card in cards}:
+        messages.error(request, note[1])  # its group is filtered out: said on top rather than lost
+        note = None
     context.update(cards=cards, total=len(prepared.cards), ungrouped=[] if text or kind else prepared.ungrouped)
-    if text or kind or getattr(request, "htmx", False):
-        context["group_html"] = mark_safe(_render_cards(prepared, cards, base, operate))
+    if text or kind or note or getattr(request, "htmx", False):
+        context["group_html"] = mark_safe(_render_cards(prepared, cards, base, operate, note))
         return _list_or_page(request, context)
     context["group_html"] = SafeString(SLOT)
     response = render_page(request, "hosts/groups.html", context)
