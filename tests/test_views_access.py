@@ -22,6 +22,7 @@ PAGE = "page"  # GET for every signed-in user, 405 for POST
 ACTION = "action"  # POST for operators only, 405 for GET
 PUBLIC = "public"  # no sign-in needed
 ACCOUNT = "account"  # any signed-in user, whatever the role
+REDIRECT = "redirect"  # an old address: a 302 to where it moved, for anyone
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Route:
 ROUTES: dict[str, Route] = {
     "healthz": Route(PUBLIC),
     "accounts:sign_in": Route(PUBLIC),
+    "accounts:login": Route(REDIRECT, query="?next=/jobs/"),
     "accounts:sign_out": Route(ACCOUNT),
     "accounts:password": Route(ACCOUNT),
     "home": Route(PAGE, status=302),
@@ -132,6 +134,14 @@ def test_public_routes_answer_without_sign_in(name, made, settings):
     settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"  # /healthz answers 503 then, never a redirect
     response = Client().get(url_of(name, made))
     assert response.status_code in (200, 503)
+
+
+@pytest.mark.parametrize("name", names_of(REDIRECT))
+def test_old_addresses_redirect_anyone_keeping_next(name, made, viewer_client):
+    for client in (Client(), viewer_client):
+        response = client.get(url_of(name, made))
+        assert response.status_code == 302
+        assert response["Location"] == reverse("accounts:sign_in") + "?next=/jobs/"
 
 
 @pytest.mark.parametrize("name", names_of(PAGE))
