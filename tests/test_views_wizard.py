@@ -106,9 +106,17 @@ def test_picking_the_gpu_plans_binding_at_boot_and_the_review_says_exactly_what_
     html = operator_client.get(step(3)).content.decode()
     for words in ("What moves to vfio-pci", "<code>01:00.0</code>", "<code>01:00.1</code>", "Stay with the host",
                   "Bind at every boot", "working out the file changes", "What could go wrong", "How to undo it",
-                  "Give back to the host"):  # fmt: skip
+                  "Give back to the host", "What could not be checked"):  # fmt: skip
         assert words in html
     assert 'hx-trigger="load delay:0.5s, every 1s"' in html  # the plan job is followed live
+
+
+def test_step_3_says_what_could_not_be_checked_for_a_nic_without_a_route_table(duo, operator_client, test_broker):
+    operator_client.post(submit(1))
+    operator_client.post(submit(2), {"device": "0000:03:00.0"})  # the I211: the duo capture has no route table
+    html = operator_client.get(step(3)).content.decode()
+    assert "What could not be checked" in html
+    assert "the NIC carrying your SSH session cannot be told apart" in html
 
 
 def test_the_review_shows_the_plan_jobs_diff_once_it_has_run(duo, operator, operator_client, test_broker):
