@@ -181,6 +181,15 @@ def test_unpersisting_the_last_group_deletes_the_files(debian):
     assert "vfio_pci" in text(f"{debian.root}/etc/initramfs-tools/modules")  # harmless, left in place
 
 
+def test_unpersisting_one_function_of_a_card_stops_its_whole_group_and_says_so(debian):
+    apply_persist_binding(debian, [GPU])
+    plan = plan_unpersist_binding(debian, [AUDIO])
+    assert plan.targets == [AUDIO, GPU]
+    assert f"{GPU} stops being bound at boot too" in " ".join(plan.notes)
+    apply_unpersist_binding(debian, [AUDIO])
+    assert persisted_bindings(debian) == {}  # no half card left on vfio-pci at the next boot
+
+
 def test_a_plan_made_stale_by_an_edit_is_refused(debian):
     plan = plan_persist_binding(debian, GPU)
     with open(f"{debian.root}/etc/initramfs-tools/modules", "a") as handle:

@@ -177,13 +177,28 @@ def plan_persist_binding(
 
 
 def plan_unpersist_binding(tree: HostTree, addresses: Any) -> PersistencePlan:
-    """Stop binding ``addresses`` at boot (the vfio modules stay in the initramfs). Writes nothing."""
+    """Stop binding ``addresses`` at boot (the vfio modules stay in the initramfs). Writes nothing.
+
+    A group goes to vfio-pci whole, so it stops whole too: the other functions of the group
+    (and a card's companions) that are bound at boot are taken along, and the plan says so.
+    Left behind, they would keep half a card on vfio-pci at the next boot.
+    """
     wanted = _parse_addresses(addresses)
     bindings = persisted_bindings(tree)
-    plan = PersistencePlan("unpersist_binding", [address for address in wanted if address in bindings])
+    inventory = scan(tree)
+    along: list[str] = []
+    for address in wanted:
+        group = inventory.group_of(address)
+        for other in group.move_together if group is not None else []:
+            if other in bindings and other not in wanted and other not in along:
+                along.append(other)
+    plan = PersistencePlan("unpersist_binding", [address for address in [*wanted, *along] if address in bindings])
     for address in wanted:
         if address not in bindings:
             plan.notes.append(f"{address} is not bound at boot by Passthrough Wizard.")
+    for other in along:
+        plan.notes.append(f"{other} stops being bound at boot too: it goes to a VM together with {', '.join(wanted)}.")
+    for address in [*wanted, *along]:
         bindings.pop(address, None)
     return _binding_plan(tree, plan, bindings)
 
