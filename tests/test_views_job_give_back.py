@@ -117,3 +117,15 @@ def test_a_give_back_with_nothing_bound_at_boot_offers_nothing_more(duo, operato
 def test_a_viewer_is_not_offered_to_stop_the_binding_at_boot(duo, viewer_client):
     job = give_back_job(duo, [DUO_GPU])
     assert "Also stop binding it at boot" not in viewer_client.get(job_url(job)).content.decode()
+
+
+def test_a_bind_already_given_back_says_by_which_job_and_offers_give_back_no_more(duo, operator_client, test_broker):
+    job = bind_that_released_the_console(duo)
+    assert "Give back to the host</button>" in operator_client.get(job_url(job)).content.decode()
+    operator_client.post(job_url(job, "job_give_back"))
+    made = Job.objects.get(action="restore_driver")
+    html = operator_client.get(job_url(job)).content.decode()
+    assert "Give back to the host</button>" not in html
+    assert f'Given back by <a href="{job_url(made)}">job {made.pk}</a>' in html
+    operator_client.post(job_url(job, "job_give_back"))  # a second click makes no second job
+    assert Job.objects.filter(action="restore_driver").count() == 1

@@ -21,6 +21,7 @@ from webui.accounts.decorators import operator_required
 from webui.jobs import service
 from webui.jobs.models import Action, Job, State
 from webui.wizard.forms import JobFilterForm
+from webui.wizard.giveback import given_back_by
 from webui.wizard.views.common import run_job
 
 # Jobs that leave a file change behind, which an undo_change job restores from its backups.
@@ -71,11 +72,13 @@ def job_context(job: Job) -> dict[str, Any]:
     if at_boot:
         stopped_by = Job.objects.filter(action=Action.UNPERSIST_BINDING, parameters__after_give_back=job.pk).first()
     result = job.result or {}
+    given_back = given_back_by(job) if job.action == Action.BIND_VFIO and job.state == State.SUCCEEDED else None
     return {
         "job": job,
         "can_undo": job.action in UNDOABLE and job.state == State.SUCCEEDED and bool(result.get("undo")),
         "undone_by": undone_by,
-        "can_give_back": job.action == Action.BIND_VFIO and job.state == State.SUCCEEDED,
+        "can_give_back": job.action == Action.BIND_VFIO and job.state == State.SUCCEEDED and given_back is None,
+        "given_back_by": given_back,
         "bound_at_boot": at_boot,
         "stopped_by": stopped_by,
         "show_states": True,
