@@ -92,3 +92,11 @@ def test_a_group_that_cannot_go_is_reviewed_without_a_form_and_says_why(duo, ope
 
 def test_an_unknown_group_has_no_review(duo, viewer_client):
     assert viewer_client.get(review_url(99)).status_code == 404
+
+
+def test_the_risk_of_leaving_a_host_driver_names_what_stops_for_that_kind_of_device(duo, operator_client):
+    nic = operator_client.get(review_url(DUO_I211_GROUP)).content.decode()
+    assert "every connection through it, an SSH session included" in nic
+    assert "a desktop" not in nic and "mounts on a disk controller" not in nic
+    nvme = operator_client.get(review_url(DUO_NVME_GROUP)).content.decode()
+    assert "every filesystem mounted from a disk on it" in nvme and "connections" not in nvme

@@ -177,6 +177,16 @@ def review(inventory: Inventory, address: str, readiness: dict[str, Any]) -> Rev
     )
 
 
+# What stops on the host when a function of this kind leaves its driver, said for that kind only.
+IN_USE_BY_KIND = {
+    "gpu": " (a desktop or a console drawn on it, programs using it for compute)",
+    "audio": " (sound played through it, e.g. a monitor's speakers over HDMI)",
+    "network": " (every connection through it, an SSH session included if it carries one)",
+    "storage": " (every filesystem mounted from a disk on it, and swap)",
+    "usb": " (every keyboard, mouse and drive plugged into its ports)",
+}
+
+
 def _risks(
     inventory: Inventory,
     card: GroupCard,
@@ -192,8 +202,8 @@ def _risks(
             risks.append(f"{describe(function)} is host-critical: {why}. The host loses it while the VM has it.")
         if function.driver and function.driver != VFIO:
             risks.append(
-                f"{describe(function)} is on {function.driver} now: whatever on the host uses it stops "
-                "(a desktop on a GPU, connections on a NIC, mounts on a disk controller)."
+                f"{describe(function)} is on {function.driver} now: whatever on the host uses it stops"
+                f"{IN_USE_BY_KIND.get(function.kind, '')}."
             )
         family = amd_reset_bug_family(function)
         if family:
