@@ -233,3 +233,17 @@ def test_apply_while_the_plan_still_runs_is_refused_in_words(duo, operator_clien
     response = operator_client.post(submit(4), {"do": "bind"}, follow=True)
     assert "IOMMU group 2 on duo already has a job in progress" in response.content.decode()
     assert not Job.objects.filter(action="bind_vfio").exists()
+
+
+def test_without_javascript_steps_3_and_4_reload_themselves_while_their_job_runs(duo, operator_client, test_broker):
+    refresh = '<noscript><meta http-equiv="refresh" content="2"></noscript>'
+    operator_client.post(submit(1))
+    operator_client.post(submit(2), {"device": DUO_GPU})
+    assert refresh in operator_client.get(step(3)).content.decode()  # the plan job is queued
+    finish("plan_change", result={"plan": {"diff": "", "commands": [], "notes": []}})
+    assert refresh not in operator_client.get(step(3)).content.decode()
+    operator_client.post(submit(3), {})
+    operator_client.post(submit(4), {"do": "bind"})
+    assert refresh in operator_client.get(step(4)).content.decode()  # the bind job is queued
+    finish("bind_vfio")
+    assert refresh not in operator_client.get(step(4)).content.decode()
