@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -58,8 +57,10 @@ class Shots:
     def __init__(self, page) -> None:
         self.page = page
         self.count = 0
-        shutil.rmtree(SCREENSHOTS, ignore_errors=True)
-        SCREENSHOTS.mkdir(parents=True)
+        # Only this test's own pictures (NN-name.png): other browser tests keep theirs here too.
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        for old in SCREENSHOTS.glob("[0-9][0-9]-*.png"):
+            old.unlink()
 
     def __call__(self, name: str) -> None:
         self.count += 1
