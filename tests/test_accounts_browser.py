@@ -5,38 +5,25 @@ No worker: the pages read a stored snapshot of the asokolsky "duo" machine.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
+from tests.browser_support import chromium, requires_chromium
 from tests.web_support import PASSWORD, make_user
 from webui.accounts.roles import VIEWER
-
-CHROMIUM = "/usr/bin/chromium"
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
-    pytest.mark.skipif(
-        not os.path.exists(CHROMIUM), reason=f"needs Debian's chromium at {CHROMIUM} (scripts/test installs it)"
-    ),
+    requires_chromium,
 ]
 
 
 @pytest.fixture
 def page(monkeypatch):
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "1")  # Playwright's loop runs in this thread
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+    with chromium(monkeypatch) as browser:
         page = browser.new_page()
         page.set_default_timeout(15_000)
         yield page
-        browser.close()
 
 
 def test_the_pages_run_under_the_policy_with_nothing_refused(duo, live_server, page):

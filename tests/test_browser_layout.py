@@ -10,7 +10,6 @@ tree through the kernel double, so the job and wizard pages show what a worker r
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from django.utils import timezone
 
 from passthrough import realworld
 from passthrough.kerneldouble import KernelDouble
+from tests.browser_support import chromium, requires_chromium
 from tests.web_support import DUO_GPU, DUO_GPU_AUDIO, DUO_GPU_GROUP, PASSWORD, make_user, snapshot_host
 from webui.accounts.roles import OPERATOR
 from webui.hosts.models import Host
@@ -26,16 +26,13 @@ from webui.jobs.models import Job, State
 from webui.jobs.runner import execute
 from webui.wizard.models import WizardState
 
-CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots" / "layout"
 WIDTHS = (390, 1366)
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
-    pytest.mark.skipif(
-        not os.path.exists(CHROMIUM), reason=f"needs Debian's chromium at {CHROMIUM} (scripts/test installs it)"
-    ),
+    requires_chromium,
 ]
 
 # What sticks out past the window's right edge, deepest first, to name in a failure.
@@ -65,16 +62,8 @@ OVERFLOW = """() => {
 
 @pytest.fixture
 def browser(monkeypatch):
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "1")  # Playwright's loop runs in this thread
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+    with chromium(monkeypatch) as browser:
         yield browser
-        browser.close()
 
 
 def run(host: Host, user, action: str, targets: list[str], parameters: dict) -> Job:

@@ -8,7 +8,6 @@ job and audit pages. A screenshot of each page goes to test-artifacts/screenshot
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -17,10 +16,10 @@ import pytest
 from passthrough import realworld
 from passthrough.inventory import scan
 from passthrough.treebuilder import write_tree
+from tests.browser_support import chromium, requires_chromium
 from tests.web_support import DUO_GPU, DUO_GPU_AUDIO, PASSWORD, make_user  # noqa: E402
 from tests.worker_support import requires_redis
 
-CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
 JOB_TIMEOUT_MS = 30_000
 
@@ -29,28 +28,19 @@ pytestmark = [
     pytest.mark.worker,
     pytest.mark.slow,
     requires_redis,
-    pytest.mark.skipif(
-        not os.path.exists(CHROMIUM), reason=f"needs Debian's chromium at {CHROMIUM} (scripts/test installs it)"
-    ),
+    requires_chromium,
 ]
 
 
 @pytest.fixture
 def browser_page(monkeypatch):
     # Playwright's sync API runs an event loop in this thread; the live server's ORM calls happen
-    # in its own thread, but Django refuses any ORM use here while the loop is running.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "1")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+    # in its own thread, but Django refuses any ORM use here while the loop is running
+    # (browser_support.chromium allows it).
+    with chromium(monkeypatch) as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.set_default_timeout(JOB_TIMEOUT_MS)
         yield page
-        browser.close()
 
 
 class Shots:

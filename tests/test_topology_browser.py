@@ -4,7 +4,6 @@ test-artifacts/screenshots/topology-*.png to look at."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -12,15 +11,15 @@ import pytest
 from bench.synthetic import build_synthetic_host
 from passthrough import realworld
 from passthrough.treebuilder import HostSpec
+from tests.browser_support import chromium, requires_chromium
 from tests.web_support import PASSWORD, make_user, snapshot_host
 
-CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"needs Debian's chromium at {CHROMIUM}"),
+    requires_chromium,
 ]
 
 # Every drawn text against the box it belongs in, and every text against the picture's edge.
@@ -68,17 +67,9 @@ HOSTS = {
 
 @pytest.fixture
 def browser_page(monkeypatch):
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "1")  # Playwright's loop runs in this thread
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+    with chromium(monkeypatch) as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         yield page
-        browser.close()
 
 
 def test_the_picture_fits_its_words_on_real_machines_and_at_1024_functions(live_server, tmp_path, browser_page):

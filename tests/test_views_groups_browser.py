@@ -5,35 +5,24 @@ No worker: the page reads a stored snapshot of the asokolsky "duo" machine.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
+from tests.browser_support import chromium, requires_chromium
 from tests.web_support import PASSWORD, make_user  # noqa: E402
 from webui.accounts.roles import OPERATOR
-
-CHROMIUM = "/usr/bin/chromium"
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
-    pytest.mark.skipif(
-        not os.path.exists(CHROMIUM), reason=f"needs Debian's chromium at {CHROMIUM} (scripts/test installs it)"
-    ),
+    requires_chromium,
 ]
 
 
 @pytest.fixture
 def page(monkeypatch, duo, live_server):
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "1")  # Playwright's loop runs in this thread
-    from playwright.sync_api import sync_playwright
 
     make_user("otto", OPERATOR)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+    with chromium(monkeypatch) as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 700})
         page.set_default_timeout(15_000)
         page.goto(f"{live_server.url}/accounts/sign-in/")
@@ -42,7 +31,6 @@ def page(monkeypatch, duo, live_server):
         page.click("button[type=submit]")
         page.wait_for_url(lambda url: "/accounts/sign-in/" not in url)
         yield page
-        browser.close()
 
 
 def test_a_group_anchor_shows_the_groups_title_below_the_sticky_table_head(page, live_server):
