@@ -169,3 +169,29 @@ def test_the_heartbeat_expires_jobs_no_worker_took():
     assert job.state == State.EXPIRED and fresh.state == State.QUEUED
     assert "waited more than 10 minutes for silent's worker" in job.message
     assert _outcomes(job) == ["expired"]
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[-1].split()[0]
+
+
+def test_a_zombie_owner_is_gone():
+    """A worker killed with its pool process leaves that process a zombie until it is reaped."""
+    import subprocess
+    import sys
+    import time
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.time() + 10
+    while _state(child.pid) != "Z":  # exited, not yet reaped (wait() is not called yet)
+        assert time.time() < deadline, "the child never exited"
+        time.sleep(0.01)
+    me = owner.current()
+    with open(f"/proc/{child.pid}/stat") as stat:
+        started = stat.read().rsplit(")", 1)[-1].split()[19]
+    recorded = f"{me.machine} {me.boot} {child.pid} {started}"
+    assert owner.is_gone(recorded), "an unreaped zombie runs no code and owns nothing"
+    assert not owner.is_gone(str(me))
+    child.wait()
+    assert owner.is_gone(recorded)

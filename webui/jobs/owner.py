@@ -28,13 +28,21 @@ def _boot_id() -> str:
 
 
 def _start_time(pid: int) -> str | None:
+    """The process's start time, or None when it does not run: no such pid, or a zombie.
+
+    A killed worker's pool process can linger as a zombie until something reaps it (PID 1
+    here is not always an init that does), with its /proc entry and start time intact; it
+    runs no code, so it owns nothing.
+    """
     try:
         stat = (PROC / str(pid) / "stat").read_text()
     except OSError:
         return None
     # The command name (field 2) is in parentheses and may hold spaces: split after it.
     fields = stat.rsplit(")", 1)[-1].split()
-    return fields[19] if len(fields) > 19 else None
+    if len(fields) <= 19 or fields[0] in ("Z", "X", "x"):  # field 3, the state: zombie or dead
+        return None
+    return fields[19]
 
 
 @dataclass(frozen=True)
