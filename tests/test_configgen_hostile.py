@@ -28,7 +28,8 @@ from passthrough.configgen import GeneratedConfig, VmSpec, build_spec, generate
 from passthrough.configgen.qemu import arguments
 from passthrough.inventory import Inventory, scan
 from passthrough.treebuilder import write_tree
-from tests.configgen_support import desktop, hostdevs, run_qemu_script, script_argv, virt_xml_validate
+from tests.configgen_support import desktop, hostdevs, virt_xml_validate
+from tests.qemu_argv_support import run_qemu_script, script_argv
 
 REPO = Path(__file__).resolve().parent.parent
 TARGETS = ("qemu", "libvirt", "proxmox", "vmware", "hyperv")

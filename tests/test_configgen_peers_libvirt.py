@@ -31,17 +31,8 @@ import pytest
 from passthrough.configgen import build_spec, generate
 from passthrough.inventory import Inventory, scan
 from passthrough.treebuilder import FunctionSpec, HostSpec
-from tests.configgen_support import (
-    MACHINES,
-    PEERS,
-    command_argv,
-    guest_slot_partition,
-    hostdev_partition,
-    hostdevs,
-    script_argv,
-    vfio_devices,
-    virt_xml_validate,
-)
+from tests.configgen_support import MACHINES, PEERS, hostdev_partition, hostdevs, virt_xml_validate
+from tests.qemu_argv_support import command_argv, guest_slot_partition, script_argv, vfio_devices
 
 ARGV_DIR = PEERS / "libvirt-2016-open-power-fork" / "qemuxml2argvdata"
 CASES = sorted(path.name.removeprefix("qemuxml2argv-").removesuffix(".xml") for path in ARGV_DIR.glob("*.xml"))

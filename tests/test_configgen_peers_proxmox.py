@@ -36,16 +36,8 @@ from passthrough.configgen import build_spec, generate
 from passthrough.errors import InvalidAddress
 from passthrough.inventory import Inventory, scan
 from passthrough.treebuilder import FunctionSpec, HostSpec
-from tests.configgen_support import (
-    MACHINES,
-    PEERS,
-    command_argv,
-    conf_value,
-    guest_slot_partition,
-    hostpci_entries,
-    script_argv,
-    vfio_devices,
-)
+from tests.configgen_support import MACHINES, PEERS, conf_value, hostpci_entries
+from tests.qemu_argv_support import command_argv, guest_slot_partition, script_argv, vfio_devices
 
 CASES_DIR = PEERS / "proxmox-qemu-server-cfg2cmd" / "cfg2cmd"
 

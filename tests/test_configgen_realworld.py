@@ -19,7 +19,8 @@ from passthrough.configgen import TARGETS, build_spec, generate
 from passthrough.configgen.hyperv import location_path
 from passthrough.inventory import Inventory, scan
 from passthrough.treebuilder import write_tree
-from tests.configgen_support import hostdevs, hostpci_entries, script_argv, vfio_devices, virt_xml_validate
+from tests.configgen_support import hostdevs, hostpci_entries, virt_xml_validate
+from tests.qemu_argv_support import script_argv, vfio_devices
 
 
 def viable_gpu_groups(inventory: Inventory) -> list[list[str]]:
