@@ -102,16 +102,14 @@ def test_an_operator_cancels_a_queued_job_and_its_message_then_runs_nothing(star
     assert _outcomes(job) == ["cancelled"]
 
 
-@pytest.mark.django_db(transaction=True)
-def test_the_reconciler_leaves_a_job_whose_owner_still_runs(settings, tmp_path):
-    settings.PASSTHROUGH_HOSTNAME = "recon"
+def _shell_bind(settings, tmp_path, hostname: str):  # type: ignore[no-untyped-def]
+    """A root shell's `manage.py device bind` on a GPU tree: created running, owned by this (live) process."""
+    settings.PASSTHROUGH_HOSTNAME = hostname
     settings.PASSTHROUGH_KERNEL = "double"
-    root = write_tree(gpu_host(), tmp_path / "host")
-    double = KernelDouble(root)
+    double = KernelDouble(write_tree(gpu_host(), tmp_path / "host"))
     host = this_host()
     take_snapshot(host, double, "startup")
-    # A root shell's `manage.py device bind`: created running, owned by this (live) process.
-    shell_job = create_job(
+    job = create_job(
         host=host,
         action="bind_vfio",
         targets=["0000:01:00.0"],
@@ -119,6 +117,12 @@ def test_the_reconciler_leaves_a_job_whose_owner_still_runs(settings, tmp_path):
         actor="shell:root",
         state=State.RUNNING,
     )
+    return host, double, job
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_reconciler_leaves_a_job_whose_owner_still_runs(settings, tmp_path):
+    host, double, shell_job = _shell_bind(settings, tmp_path, "recon")
     assert not owner.is_gone(shell_job.owner)
     assert reconcile(host, double) == []
     shell_job.refresh_from_db()
@@ -134,20 +138,7 @@ def test_the_reconciler_leaves_a_job_whose_owner_still_runs(settings, tmp_path):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_job_closed_by_someone_else_gets_no_second_outcome(settings, tmp_path):
-    settings.PASSTHROUGH_HOSTNAME = "twice"
-    settings.PASSTHROUGH_KERNEL = "double"
-    root = write_tree(gpu_host(), tmp_path / "host")
-    double = KernelDouble(root)
-    host = this_host()
-    take_snapshot(host, double, "startup")
-    job = create_job(
-        host=host,
-        action="bind_vfio",
-        targets=["0000:01:00.0"],
-        parameters=BIND,
-        actor="shell:root",
-        state=State.RUNNING,
-    )
+    _, double, job = _shell_bind(settings, tmp_path, "twice")
     # Another owner took the row over (as a reconciler would after deciding this one was gone).
     Job.objects.filter(pk=job.pk).update(owner="elsewhere boot 1 1")
     job.refresh_from_db()
