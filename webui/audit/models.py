@@ -240,14 +240,16 @@ def verify_recent() -> chain.Verification:
     start_id, start_hash, start_count = (
         (checkpoint.event_id, checkpoint.hash, checkpoint.count) if checkpoint else (0, chain.GENESIS, 0)
     )
-    last_id = start_id
-    rows = []
-    for row in _rows(start_id):
-        last_id = row["id"]
-        rows.append(row)
+    last = {"id": start_id}
+
+    def walked() -> Any:  # streamed, noting the newest id for the checkpoint
+        for row in _rows(start_id):
+            last["id"] = row["id"]
+            yield row
+
     result = chain.verify(
         key,
-        rows,
+        walked(),
         head.count if head else 0,
         head.last_hash if head else None,
         start_hash=start_hash,
@@ -255,7 +257,7 @@ def verify_recent() -> chain.Verification:
     )
     result = _with(result, _head_problems(key, head))
     if result.ok and result.checked >= CHECKPOINT_EVERY:
-        count = start_count + result.checked
+        count, last_id = start_count + result.checked, last["id"]
         AuditCheckpoint.objects.get_or_create(
             event_id=last_id,
             defaults={
