@@ -132,10 +132,9 @@ def authorization_problem(job: Job) -> str | None:
     """Why the job's creator may no longer run it, or None. Checked when the job starts, not only when it was sent."""
     from webui.accounts.roles import can_operate
 
-    user = job.user
+    user = job.user  # read with the job, just now (run_job's select_related)
     if user is None:
         return f"job {job.pk} names no user who may run it (web jobs always do)."
-    user.refresh_from_db()
     if not user.is_active:
         return f"{user.username}'s account was deactivated after the job was queued."
     if not can_operate(user):
