@@ -280,6 +280,7 @@ class RefusalBurst(models.Model):
 
     host = models.CharField(max_length=253)
     action = models.CharField(max_length=40, default="broker_message")  # what was refused: a message, a sign-in
+    source = models.CharField(max_length=20, default="worker")  # where: the worker, or the web app
     started = models.DateTimeField()
     last = models.DateTimeField()
     count = models.BigIntegerField(default=1)

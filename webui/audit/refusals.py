@@ -51,7 +51,7 @@ def refuse(
         if burst is not None:
             _close(burst)
         RefusalBurst.objects.create(
-            host=host, action=action, started=now, last=now, sample={"reason": reason, **sample}
+            host=host, action=action, source=source, started=now, last=now, sample={"reason": reason, **sample}
         )
         record(
             actor=actor,
@@ -82,8 +82,8 @@ def _close(burst: RefusalBurst) -> None:
     if more <= 0:
         return
     record(
-        actor="worker" if burst.action == ACTION else "web",
-        source="worker" if burst.action == ACTION else "web",
+        actor=burst.source,  # the count is the worker's or the web app's, not one sender's
+        source=burst.source,
         host=burst.host,
         action=burst.action,
         parameters={

@@ -30,6 +30,7 @@ class Migration(migrations.Migration):
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('host', models.CharField(max_length=253)),
                 ('action', models.CharField(default='broker_message', max_length=40)),
+                ('source', models.CharField(default='worker', max_length=20)),
                 ('started', models.DateTimeField()),
                 ('last', models.DateTimeField()),
                 ('count', models.BigIntegerField(default=1)),
