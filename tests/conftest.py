@@ -26,3 +26,12 @@ def make_tree(tmp_path: Path) -> Callable[[HostSpec], Path]:
         return root
 
     return build
+
+
+def pytest_ignore_collect(collection_path: Path) -> bool | None:
+    """tests/realkernel_guest/ acts on the kernel it runs on: only a guest collects it."""
+    import os
+
+    if "realkernel_guest" in collection_path.parts and os.environ.get("PASSTHROUGH_GUEST") != "1":
+        return True
+    return None
