@@ -60,8 +60,13 @@ mount -t tmpfs tmpfs /newroot/tmp
 mount -t tmpfs tmpfs /newroot/run
 mkdir -p "/newroot/lib/modules/$GUEST_KERNEL_VERSION"
 mount --bind "/newroot$GUEST_MODULES" "/newroot/lib/modules/$GUEST_KERNEL_VERSION"
-# Debian has no modprobe without kmod; busybox's reads the same modules.dep.
+# Debian has no modprobe without kmod; busybox's reads the same modules.dep. The kernel's own
+# requests (request_module: codecs, crypto) run /sbin/modprobe in this initramfs' root.
 for tool in modprobe insmod rmmod lsmod; do ln -sf /bin/busybox "/newroot/usr/sbin/$tool"; done
+mkdir -p "/lib/modules/$GUEST_KERNEL_VERSION" /sbin
+mount --bind "/newroot$GUEST_MODULES" "/lib/modules/$GUEST_KERNEL_VERSION"
+ln -sf /bin/busybox /sbin/modprobe
+echo /sbin/modprobe >/proc/sys/kernel/modprobe
 ip link set lo up
 echo "init: running the guest script"
 chroot /newroot /bin/sh "$GUEST_WORK/run.sh" >"/newroot$GUEST_WORK/output.log" 2>&1

@@ -49,7 +49,8 @@ INTEL = Scenario(
         devices=[
             "e1000e,addr=03.0",
             "nvme,serial=pwnvme0,addr=04.0",
-            "ich9-intel-hda,addr=05.0,multifunction=on",
+            "ich9-intel-hda,id=hda0,addr=05.0,multifunction=on",
+            "hda-duplex,bus=hda0.0,audiodev=snd0",  # a codec, so snd_hda_intel makes a sound card
             "qemu-xhci,addr=05.1",
             "pcie-pci-bridge,id=pcibridge,addr=06.0",
             "edu,bus=pcibridge,addr=01.0",
@@ -59,6 +60,7 @@ INTEL = Scenario(
             "nvme,serial=pwsriov,subsys=nvmesubsys,bus=rp1,sriov_max_vfs=2,sriov_vq_flexible=4,"
             "sriov_vi_flexible=2,max_ioqpairs=6",
         ],
+        extra=["-audiodev", "none,id=snd0"],
     ),
 )
 
