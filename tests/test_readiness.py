@@ -117,6 +117,58 @@ def test_a_vm_with_the_hypervisor_flag_and_no_iommu_is_not_ready_and_says_why(ma
     assert iommu["summary"] in result["reasons"]
 
 
+# What a Debian 6.1 kernel printed in QEMU (TCG, -cpu max: AuthenticAMD with the hypervisor flag) given
+# intel_iommu=on and no virtual IOMMU (tests/realkernel scenario no-iommu): the parameter is parsed, nothing more.
+QEMU_NO_VIOMMU_CMDLINE = "console=ttyS0 panic=-1 loglevel=4 intel_iommu=on"
+QEMU_NO_VIOMMU_LOG = (
+    "[    0.000000] Command line: console=ttyS0 panic=-1 loglevel=4 intel_iommu=on\n"
+    "[    0.099600] DMAR: IOMMU enabled\n"
+    "[    1.141177] iommu: Default domain type: Translated \n"
+    "[    1.502832] AMD-Vi: AMD IOMMUv2 functionality not available on this system - This is not a bug.\n"
+)
+QEMU_AMD_CPU_FLAGS = ("fpu", "svm", "x2apic", "hypervisor")
+
+
+def test_an_amd_vm_whose_kernel_says_dmar_enabled_without_a_viommu_is_not_ready(make_tree: MakeTree) -> None:
+    checks = checks_of(
+        make_tree,
+        cpu_vendor="AuthenticAMD",
+        cpu_flags=QEMU_AMD_CPU_FLAGS,
+        iommu=None,
+        cmdline=QEMU_NO_VIOMMU_CMDLINE,
+        dmesg=QEMU_NO_VIOMMU_LOG,
+    )
+    assert not is_ready(list(checks.values()))
+    iommu = checks["iommu"]
+    assert iommu.status == "fail"
+    assert iommu.summary.startswith("This host is a virtual machine without a virtual IOMMU")
+    assert ("dmesg", "[    0.099600] DMAR: IOMMU enabled") in [(item.path, item.value) for item in iommu.evidence]
+    # The kernel did read intel_iommu=on on this AMD CPU: the VM's IOMMU could be an emulated VT-d.
+    assert not any("has no effect" in note for note in checks["kernel_cmdline"].notes)
+
+
+def test_an_amd_vm_with_an_emulated_vt_d_is_an_intel_platform(make_tree: MakeTree) -> None:
+    checks = checks_of(
+        make_tree,
+        cpu_vendor="AuthenticAMD",
+        cpu_flags=QEMU_AMD_CPU_FLAGS,
+        iommu="intel",
+        functions=grouped_intel_functions(),
+        cmdline="console=ttyS0 intel_iommu=on iommu=pt amd_iommu=off",
+    )
+    assert checks["iommu"].status == "pass" and "(Intel VT-d)" in checks["iommu"].summary
+    # amd_iommu=off turns off nothing here: the AMD IOMMU driver does not run.
+    assert checks["kernel_cmdline"].status == "pass"
+    notes = checks["kernel_cmdline"].notes
+    assert "amd_iommu= has no effect on an Intel host." in notes
+    assert not any("intel_iommu= has no effect" in note for note in notes)
+
+
+def test_on_a_bare_metal_amd_host_intel_iommu_is_still_said_to_do_nothing(make_tree: MakeTree) -> None:
+    checks = checks_of(make_tree, cpuinfo=AMD_CPU, iommu="amd", cmdline="BOOT_IMAGE=/vmlinuz ro intel_iommu=on")
+    assert "intel_iommu= has no effect on an AMD host." in checks["kernel_cmdline"].notes
+
+
 def test_an_intel_grub_host_without_intel_iommu_gets_the_exact_grub_edit_and_update_grub(make_tree: MakeTree) -> None:
     files = {"etc/default/grub": DEBIAN_GRUB, "etc/os-release": DEBIAN_OS_RELEASE, "usr/sbin/update-grub": ""}
     check = checks_of(make_tree, cpuinfo=INTEL_CPU, cmdline=DEBIAN_CMDLINE, iommu=None, files=files)["iommu"]

@@ -130,14 +130,17 @@ def check_kernel_cmdline(facts: HostFacts) -> Check:
     if any(param.value and "vfio" in param.value.replace("-", "_") for param in cmdline.find("rd.driver.pre")):
         notes.append("rd.driver.pre loads vfio-pci first thing in the initramfs (dracut).")
     # Each vendor's switch is read only by that vendor's IOMMU driver: say so only on the other vendor's host.
-    if facts.vendor == "intel" and cmdline.has("amd_iommu"):
+    # A virtual machine without an IOMMU unit has no vendor to go by: its hypervisor may emulate either
+    # IOMMU whatever the CPU (a real kernel on an AMD CPU prints "DMAR: IOMMU enabled" for intel_iommu=on).
+    vendor = None if facts.cpu and facts.cpu.is_virtual_machine and not facts.iommu_units else facts.vendor
+    if vendor == "intel" and cmdline.has("amd_iommu"):
         notes.append("amd_iommu= has no effect on an Intel host.")
     elif cmdline.has("amd_iommu", "on"):
         notes.append(
             "amd_iommu=on is not a valid value and the kernel ignores it: the AMD IOMMU is on by default when the "
             "firmware enables it."
         )
-    if facts.vendor == "amd" and cmdline.has("intel_iommu"):
+    if vendor == "amd" and cmdline.has("intel_iommu"):
         notes.append("intel_iommu= has no effect on an AMD host.")
     if cmdline.init_args:
         notes.append(f"After '--' the kernel passes {' '.join(cmdline.init_args)} to init, not to itself.")

@@ -91,13 +91,18 @@ class HostFacts:
 
     @cached_property
     def vendor(self) -> str | None:
-        """The platform vendor for IOMMU purposes: the CPU's, else the IOMMU units', else the log's."""
-        if self.cpu and self.cpu.vendor:
-            return self.cpu.vendor
+        """The platform vendor for IOMMU purposes: the IOMMU units', else the CPU's, else the log's.
+
+        The units come first because they name the IOMMU driver that runs: a virtual machine's
+        IOMMU is whatever its hypervisor emulates, and QEMU's intel-iommu serves an AMD CPU too
+        (Proxmox's ``viommu=intel`` on an AMD host; seen on a real kernel: dmar0 beside AuthenticAMD).
+        """
         if any(unit.startswith("dmar") for unit in self.iommu_units):
             return "intel"
         if any(unit.startswith("ivhd") for unit in self.iommu_units):
             return "amd"
+        if self.cpu and self.cpu.vendor:
+            return self.cpu.vendor
         if any("DMAR" in line for line in self.iommu_log):
             return "intel"
         if any("AMD-Vi" in line for line in self.iommu_log):
