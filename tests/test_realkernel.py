@@ -2,15 +2,16 @@
 
 One guest boots per scenario (tests/realkernel/scenarios.py), the first time one of its
 tests runs; it runs that scenario's module of tests/realkernel_guest/ with this
-checkout's code and reports per test (JUnit XML through the shared work folder). A test
+checkout's code and reports per test (one JSON line per test, through the shared work folder). A test
 here passes, fails (with the guest's own failure text) or skips as its guest-side twin
 did. ``scripts/test -m realkernel`` runs only these.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 import pytest
@@ -24,7 +25,7 @@ pytestmark = [pytest.mark.realkernel, pytest.mark.skipif(REASON is not None, rea
 
 @dataclass
 class Outcome:
-    outcome: str  # passed, failed, skipped, missing
+    outcome: str  # passed, failed, skipped, hung
     text: str = ""
     seconds: float = 0.0
 
@@ -40,31 +41,34 @@ _runs: dict[str, ScenarioRun] = {}
 
 
 def guest_script(scenario: Scenario) -> str:
+    # faulthandler_timeout: a test stuck for 2 minutes prints every thread's stack to output.log.
+    extra = os.environ.get("PASSTHROUGH_GUEST_PYTEST_ARGS", "")
     return (
         "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root "
         "PYTHONDONTWRITEBYTECODE=1 PASSTHROUGH_GUEST=1 PASSTHROUGH_WATCH_UDEV=false\n"
+        'GUEST_RESULTS="$(dirname "$0")/results.jsonl"; export GUEST_RESULTS\n'
         # No udev in the guest: load each device's driver by its modalias, as udev's coldplug does.
         'for alias in /sys/bus/pci/devices/*/modalias; do modprobe -q "$(cat "$alias")" 2>/dev/null; done\n'
-        f".venv/bin/python -m pytest -p no:cacheprovider -o addopts='' -rA "
-        f'--junitxml="$GUEST_JUNIT" --durations=5 {" ".join(str(path) for path in scenario.paths)}\n'
+        'echo "guest: pytest starts at $(cut -d" " -f1 /proc/uptime) s of uptime"\n'
+        ".venv/bin/python -m pytest -p no:cacheprovider -o addopts='' -o faulthandler_timeout=120 -rA "
+        f"--durations=5 {extra} {' '.join(str(path) for path in scenario.paths)}\n"
     )
 
 
-def parse_junit(text: str) -> dict[str, Outcome]:
+def parse_results(text: str) -> dict[str, Outcome]:
+    """The guest's results.jsonl: a test that started and never finished is reported as hung."""
     outcomes: dict[str, Outcome] = {}
-    for case in ET.fromstring(text).iter("testcase"):
-        name = case.get("name", "")
-        seconds = float(case.get("time") or 0)
-        failure = case.find("failure")
-        if failure is None:
-            failure = case.find("error")
-        skipped = case.find("skipped")
-        if failure is not None:
-            outcomes[name] = Outcome("failed", f"{failure.get('message', '')}\n{failure.text or ''}", seconds)
-        elif skipped is not None:
-            outcomes[name] = Outcome("skipped", skipped.get("message", ""), seconds)
-        else:
-            outcomes[name] = Outcome("passed", "", seconds)
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the last line of a guest killed mid-write
+        name, event = entry["test"], entry["event"]
+        if event == "started":
+            outcomes[name] = Outcome("hung", "started and never finished: the guest was killed at its timeout")
+        elif event == "failed" or outcomes.get(name, Outcome("")).outcome != "failed":
+            # A failed teardown after a passed call still fails the test.
+            outcomes[name] = Outcome(event, entry.get("text", ""), entry.get("seconds", 0.0))
     return outcomes
 
 
@@ -72,17 +76,13 @@ def run_scenario(scenario: Scenario) -> ScenarioRun:
     if scenario.name in _runs:
         return _runs[scenario.name]
     try:
-        run = boot(
-            scenario.machine,
-            f'GUEST_JUNIT="$(dirname "$0")/junit.xml"; export GUEST_JUNIT\n{guest_script(scenario)}',
-            timeout=scenario.timeout,
-        )
+        run = boot(scenario.machine, guest_script(scenario), timeout=scenario.timeout)
     except KernelUnavailable as error:
         result = ScenarioRun(None, problem=f"no kernel to boot: {error}")
     else:
-        junit = run.work / "junit.xml"
-        if junit.exists():
-            result = ScenarioRun(run, parse_junit(junit.read_text()))
+        results = run.work / "results.jsonl"
+        if results.exists():
+            result = ScenarioRun(run, parse_results(results.read_text()))
         else:
             result = ScenarioRun(run, problem=f"the guest wrote no results.\n{run.describe()}")
         _keep_logs(scenario, run)
@@ -97,7 +97,7 @@ def _keep_logs(scenario: Scenario, run: GuestRun) -> None:
     keep = REPO / "test-artifacts" / "realkernel" / scenario.name
     shutil.rmtree(keep, ignore_errors=True)
     keep.mkdir(parents=True)
-    for name in ("output.log", "console.log", "dmesg.log", "junit.xml", "qemu.log"):
+    for name in ("output.log", "console.log", "dmesg.log", "results.jsonl", "qemu.log"):
         if (run.work / name).exists():
             shutil.copy(run.work / name, keep / name)
     (keep / "seconds").write_text(f"{run.seconds:.1f}\n")
@@ -114,6 +114,9 @@ def check(scenario: Scenario, name: str) -> None:
         pytest.fail(f"{name} did not run in the {scenario.name} guest.\n{result.run.describe()}", pytrace=False)
     if outcome.outcome == "skipped":
         pytest.skip(f"skipped in the guest: {outcome.text}")
+    if outcome.outcome == "hung":
+        assert result.run is not None
+        pytest.fail(f"{name} hung in the {scenario.name} guest.\n{result.run.describe()}", pytrace=False)
     if outcome.outcome == "failed":
         pytest.fail(f"failed in the {scenario.name} guest:\n{outcome.text}", pytrace=False)
 

@@ -33,7 +33,7 @@ BOOT_MODULES = ["virtio_pci", "9pnet_virtio", "9p", "overlay"]
 # The IOMMUs QEMU emulates, and the kernel arguments each wants.
 IOMMUS = {
     "intel": (["-device", "intel-iommu,intremap=on,caching-mode=on"], "intel_iommu=on iommu=pt"),
-    "amd": (["-device", "amd-iommu,intremap=on"], "amd_iommu=on iommu=pt"),
+    "amd": (["-device", "amd-iommu,intremap=on"], "iommu=pt"),  # AMD-Vi is on by default; amd_iommu=on is no option
     "none": ([], ""),
 }
 

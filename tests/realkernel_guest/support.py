@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from io import StringIO
@@ -38,6 +39,9 @@ def device(*argv: str) -> dict[str, Any]:
         call_command("device", *argv, "--format", "json", stdout=out, stderr=err)
     except CommandError as error:
         return {"error": str(error), "stderr": err.getvalue()}
+    except SystemExit:  # a job that did not succeed: its JSON is printed all the same
+        if not out.getvalue():
+            return {"error": "exit without output", "stderr": err.getvalue()}
     return json.loads(out.getvalue())
 
 
@@ -54,3 +58,71 @@ def _dmesg() -> str:
     import subprocess
 
     return subprocess.run(["dmesg"], capture_output=True, text=True, check=False).stdout
+
+
+# Processes the kernel holds, and putting a function back by hand ---------------------------
+def driver_override(address: str) -> str | None:
+    value = (PCI / address / "driver_override").read_text().strip()
+    return None if value in ("", "(null)") else value
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter of /proc/PID/stat (R, S, D, Z…), or None when there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[0]
+
+
+def wchan(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/wchan").read_text().strip()
+    except OSError:
+        return ""
+
+
+def kernel_stack(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stack").read_text()
+    except OSError as error:
+        return f"({error})"
+
+
+def wait_until_blocked_in(pid: int, function: str, timeout: float = 60) -> None:
+    """Wait until ``pid`` sleeps uninterruptibly (state D) in the kernel function ``function``."""
+    deadline = time.monotonic() + timeout
+    while not (process_state(pid) == "D" and wchan(pid) == function):
+        if process_state(pid) in (None, "Z"):
+            raise AssertionError(f"process {pid} ended before it blocked in {function}")
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"process {pid} is in state {process_state(pid)} at {wchan(pid) or '?'}, not D in {function}, "
+                f"after {timeout} s:\n{kernel_stack(pid)}"
+            )
+        time.sleep(0.05)
+
+
+def wait_until_exited(pid: int, timeout: float = 60) -> None:
+    """Wait until ``pid`` is gone or a zombie (it runs no more code)."""
+    deadline = time.monotonic() + timeout
+    while process_state(pid) not in (None, "Z"):
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"process {pid} still in state {process_state(pid)} after {timeout} s:\n{kernel_stack(pid)}"
+            )
+        time.sleep(0.05)
+
+
+def put_back_by_hand(address: str, wanted: str) -> None:
+    """Bind ``address`` to ``wanted`` with plain sysfs writes, override cleared: a test's clean-up."""
+    current = driver(address)
+    if current != wanted:
+        if current is not None:
+            (PCI / address / "driver" / "unbind").write_text(address)
+        (PCI / address / "driver_override").write_text(wanted)
+        with contextlib.suppress(OSError):  # wait_for_driver below says what became of it
+            Path(f"/sys/bus/pci/drivers/{wanted}/bind").write_text(address)
+    if driver_override(address) is not None:
+        (PCI / address / "driver_override").write_text("\n")
+    wait_for_driver(address, wanted)
