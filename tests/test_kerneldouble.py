@@ -150,6 +150,25 @@ def test_the_native_console_leaves_with_its_driver_and_comes_back(make_tree):
     assert kernel.realpath("sys/class/graphics/fb0/device").endswith(GT710.address)
 
 
+def test_fbcon_takes_the_console_back_when_the_boot_gpus_driver_registers_its_framebuffer_again(make_tree):
+    # As a 6.1 kernel does with bochs-drm (tests/realkernel_guest/test_gpus.py): fbcon, unbound
+    # by hand, binds again by itself when the primary device's framebuffer registers.
+    kernel = KernelDouble(make_tree(x570(console="native")))
+    kernel.write("sys/class/vtconsole/vtcon1/bind", "0")
+    kernel.write("sys/bus/pci/drivers/nouveau/unbind", GT710.address)
+    assert [kernel.read(f"sys/class/vtconsole/vtcon{n}/bind") for n in (0, 1)] == ["1", "0"]
+    kernel.write("sys/bus/pci/drivers/nouveau/bind", GT710.address)
+    assert [kernel.read(f"sys/class/vtconsole/vtcon{n}/bind") for n in (0, 1)] == ["0", "1"]
+
+
+def test_a_framebuffer_on_another_gpu_leaves_an_unbound_fbcon_alone(make_tree):
+    kernel = KernelDouble(make_tree(x570(console="efifb")))
+    kernel.write("sys/class/vtconsole/vtcon1/bind", "0")
+    kernel.write("sys/bus/platform/drivers/efi-framebuffer/unbind", "efi-framebuffer.0")
+    kernel.write("sys/bus/platform/drivers/efi-framebuffer/bind", "efi-framebuffer.0")
+    assert kernel.read("sys/class/vtconsole/vtcon1/bind") == "0"
+
+
 def test_a_network_interface_disappears_while_its_nic_has_no_driver(make_tree):
     kernel = KernelDouble(make_tree(x570()))
     kernel.write("sys/bus/pci/drivers/igb/unbind", "0000:06:00.0")

@@ -53,6 +53,21 @@ def test_a_give_back_not_told_what_the_bind_released_leaves_the_console_alone(ma
     assert kernel.read("sys/class/vtconsole/vtcon1/bind") == "0"
 
 
+def test_a_native_console_comes_back_with_its_driver_even_when_the_give_back_does_not_name_it(make_tree):
+    # The real kernel's fbcon takes the terminals back when the boot GPU's driver registers
+    # its framebuffer again (tests/realkernel_guest/test_gpus.py, bochs-drm on 6.1).
+    kernel = KernelDouble(make_tree(x570(console="native")))
+    bind = bind_vfio(kernel, BOOT, confirm=BOOT, release_console=True)
+    assert bind.outcome == SUCCEEDED, bind.error
+    assert released_by(bind.state_before, bind.state_after) == {"vtcon1": None}
+    assert kernel.read("sys/class/vtconsole/vtcon1/bind") == "0"
+
+    assert restore_driver(kernel, BOOT, previous_drivers=BOOT_DRIVERS).outcome == SUCCEEDED
+
+    assert kernel.read("sys/class/vtconsole/vtcon1/bind") == "1"
+    assert kernel.read("sys/class/vtconsole/vtcon0/bind") == "0"
+
+
 def test_a_console_that_does_not_come_back_rolls_the_give_back_back(make_tree):
     kernel, released = boot_gpu_passed_with_its_console_released(make_tree)
     kernel.inject(faults.write_fails("sys/class/vtconsole/vtcon1/bind", value="1"))

@@ -95,3 +95,18 @@ class Console:
             if (self.tree.read(f"{parent}/{other}/name") or "").startswith("(S)"):
                 write_file(self.tree, f"{parent}/{other}/bind", "0\n" if modular_bound else "1\n")
                 break
+
+    def fbcon_takes_over(self) -> None:
+        """A framebuffer registered on the boot VGA device (fbcon's primary): an unbound fbcon binds again.
+
+        As the real kernel does (fbcon_fb_registered: the primary device's framebuffer is the
+        one fbcon maps its consoles to, and fbcon, not bound, takes them over), even after
+        ``vtconN/bind`` = 0 unbound it: a give-back that brings the native driver back gives
+        the console back whether or not it writes the bind itself. Seen on a 6.1 kernel with
+        bochs-drm (tests/realkernel_guest/test_gpus.py).
+        """
+        parent = "sys/devices/virtual/vtconsole"
+        for vtcon in sorted(self.tree.listdir(parent)):
+            name = self.tree.read(f"{parent}/{vtcon}/name") or ""
+            if name == "(M) frame buffer device" and self.tree.read(f"{parent}/{vtcon}/bind") == "0":
+                self.bind_vtconsole(f"{parent}/{vtcon}", "1")

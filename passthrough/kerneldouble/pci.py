@@ -225,4 +225,8 @@ class PciCore:
                     shutil.move(self.tree.path(item["kept"]), self.tree.path(target))
                     for name in item["names"]:
                         link(self.tree, f"sys/class/{CLASS_DIRS[item['subdirectory']]}/{name}", f"{target}/{name}")
+                    if item["subdirectory"] == "graphics" and self.tree.read(f"{device}/boot_vga") == "1":
+                        from passthrough.kerneldouble.console import Console
+
+                        Console(self).fbcon_takes_over()
             self.state.stash.remove(entry)
