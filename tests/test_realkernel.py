@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pytest
@@ -37,9 +38,6 @@ class ScenarioRun:
     problem: str | None = None
 
 
-_runs: dict[str, ScenarioRun] = {}
-
-
 def guest_script(scenario: Scenario) -> str:
     # faulthandler_timeout: a test stuck for 2 minutes prints every thread's stack to output.log.
     extra = os.environ.get("PASSTHROUGH_GUEST_PYTEST_ARGS", "")
@@ -50,7 +48,7 @@ def guest_script(scenario: Scenario) -> str:
         # No udev in the guest: load each device's driver by its modalias, as udev's coldplug does.
         'for alias in /sys/bus/pci/devices/*/modalias; do modprobe -q "$(cat "$alias")" 2>/dev/null; done\n'
         'echo "guest: pytest starts at $(cut -d" " -f1 /proc/uptime) s of uptime"\n'
-        ".venv/bin/python -m pytest -p no:cacheprovider -o addopts='' -o faulthandler_timeout=120 -rA "
+        ".venv/bin/python -m pytest -p no:cacheprovider -p no:hypothesispytest -o addopts='' -o faulthandler_timeout=120 -rA "
         f"--durations=5 {extra} {' '.join(str(path) for path in scenario.paths)}\n"
     )
 
@@ -73,21 +71,41 @@ def parse_results(text: str) -> dict[str, Outcome]:
 
 
 def run_scenario(scenario: Scenario) -> ScenarioRun:
-    if scenario.name in _runs:
-        return _runs[scenario.name]
     try:
         run = boot(scenario.machine, guest_script(scenario), timeout=scenario.timeout)
     except KernelUnavailable as error:
-        result = ScenarioRun(None, problem=f"no kernel to boot: {error}")
+        return ScenarioRun(None, problem=f"no kernel to boot: {error}")
+    results = run.work / "results.jsonl"
+    if results.exists():
+        result = ScenarioRun(run, parse_results(results.read_text()))
     else:
-        results = run.work / "results.jsonl"
-        if results.exists():
-            result = ScenarioRun(run, parse_results(results.read_text()))
-        else:
-            result = ScenarioRun(run, problem=f"the guest wrote no results.\n{run.describe()}")
-        _keep_logs(scenario, run)
-    _runs[scenario.name] = result
+        result = ScenarioRun(run, problem=f"the guest wrote no results.\n{run.describe()}")
+    _keep_logs(scenario, run)
     return result
+
+
+# The guests of every selected scenario start together, GUESTS_AT_ONCE at a time (one per
+# core by default: a guest spends most of its time in one busy vCPU), so the scenarios
+# take about the time of the longest rather than the sum.
+GUESTS_AT_ONCE = max(1, int(os.environ.get("PASSTHROUGH_GUESTS_AT_ONCE", os.cpu_count() or 1)))
+_pool: ThreadPoolExecutor | None = None
+_runs: dict[str, Future[ScenarioRun]] = {}
+
+
+def start_scenarios(items: list[pytest.Item]) -> None:
+    """Boot the guests of every scenario the session selected, longest first."""
+    global _pool
+    wanted: list[Scenario] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        scenario = callspec.params.get("scenario") if callspec else None
+        if isinstance(scenario, Scenario) and scenario not in wanted:
+            wanted.append(scenario)
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=GUESTS_AT_ONCE, thread_name_prefix="guest")
+    for scenario in sorted(wanted, key=lambda s: -len(s.test_names())):
+        if scenario.name not in _runs:
+            _runs[scenario.name] = _pool.submit(run_scenario, scenario)
 
 
 def _keep_logs(scenario: Scenario, run: GuestRun) -> None:
@@ -104,8 +122,9 @@ def _keep_logs(scenario: Scenario, run: GuestRun) -> None:
     shutil.rmtree(run.work, ignore_errors=True)
 
 
-def check(scenario: Scenario, name: str) -> None:
-    result = run_scenario(scenario)
+def check(scenario: Scenario, name: str, items: list[pytest.Item]) -> None:
+    start_scenarios(items)
+    result = _runs[scenario.name].result()
     if result.problem is not None:
         pytest.fail(f"scenario {scenario.name}: {result.problem}", pytrace=False)
     outcome = result.outcomes.get(name)
@@ -129,5 +148,5 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         )
 
 
-def test_in_guest(scenario: Scenario, guest_test: str) -> None:
-    check(scenario, guest_test)
+def test_in_guest(scenario: Scenario, guest_test: str, request: pytest.FixtureRequest) -> None:
+    check(scenario, guest_test, request.session.items)
