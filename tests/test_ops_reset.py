@@ -19,15 +19,22 @@ from passthrough.ops import (
     bind_vfio,
     reset,
 )
-from tests.kernelhosts import GTX1080TI, threadripper, x570
+from passthrough.treebuilder import FunctionSpec, HostSpec
+from tests.kernelhosts import GTX1080TI, GTX1080TI_AUDIO, sriov_host, threadripper, tree_digest, x570
 
-GPU = GTX1080TI.address
+GPU, GPU_AUDIO = GTX1080TI.address, GTX1080TI_AUDIO.address
 METHOD = f"sys/bus/pci/devices/{GPU}/reset_method"
-RX580, RADEON_VII = "0000:43:00.0", "0000:0d:00.0"
+RX580, RX580_AUDIO, RADEON_VII = "0000:43:00.0", "0000:43:00.1", "0000:0d:00.0"
 
 
-def host_with_methods(make_tree, methods, **kwargs) -> KernelDouble:
-    spec = x570(**kwargs)
+def without(spec: HostSpec, *addresses: str) -> HostSpec:
+    """``spec`` without some functions (a GPU whose HDMI audio is switched off is alone on its bus)."""
+    spec.functions = [f for f in spec.functions if f.address not in addresses]
+    return spec
+
+
+def host_with_methods(make_tree, methods, *, alone: bool = False, **kwargs) -> KernelDouble:
+    spec = without(x570(**kwargs), GPU_AUDIO) if alone else x570(**kwargs)
     spec.functions = [replace(f, reset_methods=methods) if f.address == GPU else f for f in spec.functions]
     kernel = KernelDouble(make_tree(spec))
     bind_vfio(kernel, GPU)
@@ -53,7 +60,7 @@ def test_the_chosen_method_is_used_and_reset_method_put_back(make_tree):
 
 
 def test_without_a_choice_the_kernel_takes_its_first_working_method(make_tree):
-    kernel = host_with_methods(make_tree, ["flr", "bus"])
+    kernel = host_with_methods(make_tree, ["flr", "bus"], alone=True)
     kernel.inject(faults.reset_fails(GPU, "flr", errno.ENOTTY))  # FLR not possible now: the kernel moves on
 
     result = reset(kernel, GPU)
@@ -79,7 +86,7 @@ def test_enotty_is_reported_as_a_reset_the_device_does_not_support(make_tree):
 
 
 def test_einval_on_a_listed_method_is_explained(make_tree):
-    kernel = host_with_methods(make_tree, ["flr", "bus"])
+    kernel = host_with_methods(make_tree, ["flr", "bus"], alone=True)
     kernel.inject(faults.reset_fails(GPU, "bus", errno.EINVAL))
 
     result = reset(kernel, GPU, method="bus")
@@ -92,24 +99,25 @@ def test_einval_on_a_listed_method_is_explained(make_tree):
 
 
 def test_a_refused_reset_that_changed_nothing_is_failed_not_rolled_back(make_tree):
-    kernel = host_with_methods(make_tree, ["bus"])
+    kernel = host_with_methods(make_tree, ["bus"], alone=True)
     kernel.inject(faults.reset_fails(GPU, "bus", errno.ENOTTY))
 
     result = reset(kernel, GPU)
 
     assert result.outcome == FAILED
     assert "any of its reset methods (bus)" in result.error["message"]
+    assert result.error["hint"].startswith("A bus reset needs the device alone on the bus behind its bridge.")
 
 
 def test_a_device_under_its_native_driver_is_not_reset(make_tree):
-    kernel = KernelDouble(make_tree(x570()))
+    kernel = KernelDouble(make_tree(without(x570(), GPU_AUDIO)))
     with pytest.raises(DeviceInUse, match="driven by nouveau"):
         reset(kernel, GPU)
     assert kernel.writes == []
 
 
 def test_a_device_without_a_driver_can_be_reset(make_tree):
-    kernel = KernelDouble(make_tree(x570()))
+    kernel = KernelDouble(make_tree(without(x570(), GPU_AUDIO)))
     kernel.write("sys/bus/pci/drivers/nouveau/unbind", GPU)
     assert reset(kernel, GPU).outcome == SUCCEEDED
 
@@ -143,7 +151,7 @@ def test_polaris_and_vega_gpus_are_known_for_the_reset_bug(make_tree):
 
 
 def test_resetting_a_polaris_gpu_warns_about_the_bus_reset(make_tree):
-    kernel = KernelDouble(make_tree(threadripper()))
+    kernel = KernelDouble(make_tree(without(threadripper(), RX580_AUDIO)))
     bind_vfio(kernel, RX580)
 
     result = reset(kernel, RX580, method="bus")
@@ -156,7 +164,7 @@ def test_resetting_a_polaris_gpu_warns_about_the_bus_reset(make_tree):
 
 
 def test_vendor_reset_is_recognised_by_device_specific_in_the_list(make_tree):
-    spec = threadripper()
+    spec = without(threadripper(), RX580_AUDIO)
     spec.functions = [
         replace(f, reset_methods=["device_specific", "bus"]) if f.address == RX580 else f for f in spec.functions
     ]
@@ -171,3 +179,90 @@ def test_vendor_reset_is_recognised_by_device_specific_in_the_list(make_tree):
     ]
     assert kernel.state.resets[0] == {"address": RX580, "method": "device_specific"}
     assert "Prefer device_specific" in chosen_bus.warnings[0]
+
+
+# A bus reset the kernel will refuse ------------------------------------------------------
+# Linux 6.1 under QEMU: edu and an e1000 on one bus behind a PCIe-to-PCI bridge. edu listed
+# bus (it was alone when it appeared), yet the kernel answered ENOTTY to `echo 1 > reset`.
+BRIDGE, EDU, E1000 = "0000:00:06.0", "0000:01:01.0", "0000:01:02.0"
+
+
+def edu_and_e1000(edu_methods: list[str]) -> HostSpec:
+    return HostSpec(
+        functions=[
+            FunctionSpec(BRIDGE, "1b36", "000e", "060400", driver="pcieport", iommu_group=3),
+            FunctionSpec(EDU, "1234", "11e8", "00ff00", iommu_group=3, parent=BRIDGE, reset_methods=edu_methods),
+            FunctionSpec(E1000, "8086", "100e", "020000", iommu_group=3, parent=BRIDGE, reset_methods=["bus"]),
+        ]
+    )
+
+
+def test_a_bus_reset_is_refused_before_writing_while_another_function_shares_the_bus(make_tree):
+    kernel = KernelDouble(make_tree(edu_and_e1000(["bus"])))
+    digest = tree_digest(kernel.root)
+
+    for method in ("bus", None):  # bus is all it lists: the kernel's choice is a bus reset too
+        with pytest.raises(ResetUnavailable) as caught:
+            reset(kernel, EDU, method=method)
+        message = caught.value.message
+        assert message.startswith("The kernel will refuse a bus reset of 01:01.0")
+        assert "01:02.0" in message and "shares bus 01 with 01:01.0" in message
+        assert "only for a device alone on the bus behind its bridge" in message
+        assert "even though reset_method lists bus" in message
+        assert "give 01:01.0 to a VM together with 01:02.0 (all on vfio-pci)" in caught.value.hint
+        assert "Choose" not in caught.value.hint  # it lists nothing else
+        assert caught.value.path.endswith(f"sys/bus/pci/devices/{EDU}/reset_method")
+    assert kernel.writes == [] and kernel.state.resets == []
+    assert tree_digest(kernel.root) == digest
+
+
+def test_a_gpu_and_its_audio_function_cannot_be_bus_reset_and_another_method_is_offered(make_tree):
+    kernel = host_with_methods(make_tree, ["flr", "bus"])
+    with pytest.raises(ResetUnavailable) as caught:
+        reset(kernel, GPU, method="bus")
+    assert "0b:00.1 (" in caught.value.message and "shares bus 0b with 0b:00.0" in caught.value.message
+    assert caught.value.hint.startswith("Choose flr, which 0b:00.0 also lists; it resets it alone.")
+    assert kernel.writes == []
+
+    result = reset(kernel, GPU)  # flr comes first: the kernel never gets to the bus reset
+    assert result.outcome == SUCCEEDED, result.error
+    assert kernel.state.resets == [{"address": GPU, "method": "flr"}]
+
+
+def test_the_kernels_choice_is_left_to_it_when_a_method_before_bus_resets_the_function_alone(make_tree):
+    kernel = KernelDouble(make_tree(edu_and_e1000(["pm", "bus"])))
+    assert reset(kernel, EDU).outcome == SUCCEEDED
+    assert kernel.state.resets == [{"address": EDU, "method": "pm"}]
+    with pytest.raises(ResetUnavailable, match="Choose pm"):
+        reset(kernel, EDU, method="bus")
+
+
+def test_a_bus_reset_on_a_root_bus_is_refused(make_tree):
+    spec = HostSpec(functions=[FunctionSpec("0000:00:02.0", "8086", "3e92", "030000", reset_methods=["bus"])])
+    kernel = KernelDouble(make_tree(spec))
+    with pytest.raises(ResetUnavailable, match="sits on a root bus, with no bridge above it") as caught:
+        reset(kernel, "0000:00:02.0")
+    assert "powering the host off" in caught.value.hint
+    assert kernel.writes == []
+
+
+def test_a_device_alone_behind_its_bridge_is_bus_reset(make_tree):
+    kernel = host_with_methods(make_tree, ["flr", "bus"], alone=True)
+    result = reset(kernel, GPU, method="bus")
+    assert result.outcome == SUCCEEDED, result.error
+    assert kernel.state.resets == [{"address": GPU, "method": "bus"}]
+
+
+def test_the_hint_does_not_suggest_giving_away_a_host_critical_neighbour(make_tree):
+    # A dual-port NIC: port 0 carries the host's default route, port 1 is meant for a VM.
+    port0, port1 = "0000:82:00.0", "0000:82:00.1"
+    kernel = KernelDouble(make_tree(sriov_host(net_devices={"enp130s0": port0}, default_route="enp130s0")))
+    bind_vfio(kernel, port1)
+    kernel.writes.clear()
+    with pytest.raises(ResetUnavailable) as caught:
+        reset(kernel, port1, method="bus", confirm=port0)
+    assert "82:00.0 (82576 Gigabit Network Connection) shares bus 82 with 82:00.1" in caught.value.message
+    assert caught.value.hint.startswith("Choose flr, which 82:00.1 also lists")
+    assert "must stay with the host, so this bus cannot be reset while the host runs" in caught.value.hint
+    assert "to a VM together with" not in caught.value.hint
+    assert kernel.writes == []

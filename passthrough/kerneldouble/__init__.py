@@ -4,7 +4,8 @@
 what the kernel does with the store: ``driver_override`` decides the next probe,
 ``drivers/<drv>/unbind`` removes the ``driver`` link, ``drivers_probe`` binds by override
 or by id, vfio-pci creates ``dev/vfio/<group>``, ``sriov_numvfs`` creates and removes VFs,
-``reset`` follows ``reset_method``, and faults can be injected (see :mod:`.faults`).
+``reset`` follows ``reset_method`` (a bus reset only for a function alone on its bus, as in
+pci_parent_bus_reset()), and faults can be injected (see :mod:`.faults`).
 Commands go through :meth:`run_command` (``modprobe`` loads a module on the tree; anything
 else is recorded), so operations are tested end to end without root and without touching
 the machine running the tests.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import errno as errnos
 import fnmatch
 import os
+import re
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -39,6 +41,10 @@ __all__ = ["KernelDouble", "Fault", "RESET_METHODS"]
 # Reset methods the kernel knows, highest priority first (drivers/pci/pci.c).
 RESET_METHODS = ("device_specific", "acpi", "flr", "af_flr", "pm", "bus", "cxl_bus")
 READ_ONLY_HINT = "not a writable attribute"
+# Methods that reset the parent bridge's secondary bus (both end in pci_parent_bus_reset()).
+BUS_RESETS = ("bus", "cxl_bus")
+BRIDGE_CLASSES = ("0604", "0607", "0609")  # header types 1 and 2: they have a subordinate bus
+ROOT_BUS = re.compile(r"^pci[0-9a-f]{4,8}:[0-9a-f]{2}$")  # sys/devices/pci0000:00
 
 
 class KernelDouble(HostTree):
@@ -252,6 +258,8 @@ class KernelDouble(HostTree):
         listed = self.read(f"{PCI_DEVICES}/{address}/reset_method")
         methods = listed.split() if listed is not None else core.state.reset_methods.get(address, ["flr"])
         for method in methods:
+            if method in BUS_RESETS and self._bus_reset_blocked(core, address):
+                continue  # pci_parent_bus_reset() answers ENOTTY; the kernel tries the next method
             fault = core.fault("reset_fails", address=address, method=method)
             if fault is None:
                 core.state.resets.append({"address": address, "method": method})
@@ -260,6 +268,22 @@ class KernelDouble(HostTree):
                 raise KernelRefused(fault.errno, f"{method} reset failed")
             # ENOTTY: this method cannot reset the device now; the kernel tries the next one.
         raise KernelRefused(errnos.ENOTTY, "no reset method could reset the device")
+
+    def _bus_reset_blocked(self, core: PciCore, address: str) -> bool:
+        """Why pci_parent_bus_reset() would answer ENOTTY: the bus is not the function's alone.
+
+        The kernel resets the secondary bus of the parent bridge only for a function that is
+        not on a root bus, is not a bridge itself (has no subordinate bus) and is the only
+        device on its bus. ``reset_method`` is decided when the function is added, when it
+        may still have been alone, so ``bus`` can be listed and still be refused here.
+        """
+        parent = os.path.basename(os.path.dirname(core.device_dir(address)))
+        if ROOT_BUS.match(parent):
+            return True  # on a root bus: no bridge above it to reset
+        if (self.read(f"{PCI_DEVICES}/{address}/class") or "")[2:6] in BRIDGE_CLASSES:
+            return True  # a bridge has a subordinate bus
+        bus = address.rsplit(":", 1)[0]  # domain:bus; every function on that bus shares it
+        return any(other != address and other.rsplit(":", 1)[0] == bus for other in core.addresses())
 
     def _reset_method(self, core: PciCore, address: str, value: str) -> None:
         supported = core.state.reset_methods.get(address, [])

@@ -7,7 +7,10 @@ would take along, needs the typed confirmation.
 The kernel tries the listed methods in order and moves on only when one answers ENOTTY
 ("cannot do it"); any other error stops it. A method the device lists can still be
 refused when the reset is attempted (a bus reset needs the device alone behind its
-bridge), so refusals are reported in words, not as a bare errno.
+bridge), so refusals are reported in words, not as a bare errno. When the reset can only
+be a bus reset and other functions share the bus (a GPU and its audio function, two ports
+of a NIC), the kernel's refusal is known in advance: it is refused before anything is
+written, naming what shares the bus.
 
 AMD Polaris, Vega and Navi 1x GPUs do not come back from a bus reset (the "AMD reset
 bug": the GPU is left unusable until the host reboots); the out-of-tree vendor-reset
@@ -22,11 +25,11 @@ from typing import Any
 
 from passthrough.errors import SysfsWriteError
 from passthrough.host import PCI_DEVICES, HostTree
-from passthrough.inventory import PciFunction, scan
+from passthrough.inventory import Inventory, PciFunction, scan
 from passthrough.isolation import describe
 from passthrough.ops.errors import DeviceInUse, ResetRefused, ResetUnavailable, UnknownResetMethod
 from passthrough.ops.flow import carry_out
-from passthrough.ops.interlock import RESET, Permission, check_action
+from passthrough.ops.interlock import BUS_RESETS, RESET, Permission, check_action, judge, never_reason, short
 from passthrough.ops.result import FAILED, ROLLED_BACK, OperationResult, Progress, Recorder
 from passthrough.ops.sysfs import VFIO, function_state
 from passthrough.ops.validate import (
@@ -82,6 +85,8 @@ def refusal_in_words(error: SysfsWriteError, method: str | None, listed: list[st
         what = f"the {method} reset" if method else f"any of its reset methods ({' '.join(listed or [])})"
         message = f"The device does not support this reset: the kernel could not perform {what} (ENOTTY)."
         hint = "Choose another method the device lists, or reset the slot by powering the host off."
+        if method in BUS_RESETS or (method is None and any(name in BUS_RESETS for name in listed or [])):
+            hint = "A bus reset needs the device alone on the bus behind its bridge. " + hint
     elif error.errno == errnos.EINVAL:
         message = (
             f"The kernel does not accept method {method or '(its default order)'} for this device — "
@@ -94,15 +99,94 @@ def refusal_in_words(error: SysfsWriteError, method: str | None, listed: list[st
     return ResetRefused(message, path=error.path, errno=error.errno, hint=hint)
 
 
+def bus_neighbours(inventory: Inventory, function: PciFunction) -> list[PciFunction]:
+    """The other functions on ``function``'s bus (same domain and bus number), VFs included."""
+    here = function.pci_address
+    return [
+        other
+        for other in inventory.devices
+        if other.address != function.address
+        and (other.pci_address.domain, other.pci_address.bus) == (here.domain, here.bus)
+    ]
+
+
+def bus_reset_obstacle(inventory: Inventory, function: PciFunction) -> str | None:
+    """Why the kernel would answer a bus reset of ``function`` with ENOTTY, or None.
+
+    pci_parent_bus_reset() resets the parent bridge's secondary bus only for a function on
+    a bus below a bridge that is not a bridge itself and is the only device on that bus.
+    ``reset_method`` is worked out when the function appears, when it may still have been
+    alone, so ``bus`` can be listed and still be refused.
+    """
+    if function.sysfs_path is not None and function.parent is None:
+        return f"{describe(function)} sits on a root bus, with no bridge above it whose bus could be reset"
+    others = bus_neighbours(inventory, function)
+    if others:
+        listing = ", ".join(describe(other) for other in others)
+        share = "shares" if len(others) == 1 else "share"
+        return f"{listing} {share} bus {function.pci_address.bus:02x} with {short(function.address)}"
+    return None
+
+
+def refuse_a_bus_reset_the_kernel_refuses(
+    tree: HostTree, inventory: Inventory, function: PciFunction, chosen: str | None
+) -> None:
+    """:class:`ResetUnavailable` when the reset can only be a bus reset and the kernel will refuse it."""
+    listed = function.reset_methods
+    if not listed:
+        return  # no list (the kernel's choice is unknown) or nothing to choose from: said elsewhere
+    if chosen is not None:
+        if chosen not in BUS_RESETS or chosen not in listed:
+            return
+        tried = [chosen]
+    else:
+        tried = listed
+    if not all(method in BUS_RESETS for method in tried):
+        return  # the kernel has a method that resets the function alone to try first
+    obstacle = bus_reset_obstacle(inventory, function)
+    if obstacle is None:
+        return
+    method = " or ".join(tried)
+    others = bus_neighbours(inventory, function)
+    alone = [method for method in listed if method not in BUS_RESETS]
+    options = []
+    if alone:
+        options.append(f"Choose {' or '.join(alone)}, which {short(function.address)} also lists; it resets it alone.")
+    kept = [other for other in others if other.address in inventory.host_critical or never_reason(other)]
+    if kept:
+        options.append(
+            f"{', '.join(describe(other) for other in kept)} must stay with the host, so this bus cannot be reset "
+            "while the host runs."
+        )
+    elif others and function.parent is not None:
+        options.append(
+            f"To reset the bus, give {short(function.address)} to a VM together with "
+            f"{', '.join(short(other.address) for other in others)} (all on vfio-pci): QEMU resets the whole bus "
+            "through vfio-pci when one VM holds every function on it."
+        )
+    raise ResetUnavailable(
+        f"The kernel will refuse a {method} reset of {describe(function)} (ENOTTY): {obstacle}. "
+        "It performs a secondary bus reset only for a device alone on the bus behind its bridge, "
+        f"even though reset_method lists {method} (the kernel fills that list in when the device appears, "
+        "before it knows what else will share the bus).",
+        path=tree.path(f"{PCI_DEVICES}/{function.address}/reset_method"),
+        hint=" ".join(options) or "The kernel cannot reset it here; powering the host off resets it.",
+    )
+
+
 def _validate(tree: HostTree, address: Any, method: Any, confirm: Any) -> tuple[PciFunction, str | None, Permission]:
     wanted = parse_address(address)
     chosen = parse_reset_method(method)
     confirmation = parse_confirm(confirm)
     inventory = scan(tree)
     function = require_device(inventory, wanted)
-    # The interlock speaks first, as on the device page: no other answer matters for the chipset.
-    permission = check_action(inventory, RESET, [wanted], confirmation, method=chosen)
     listed = function.reset_methods
+    # The interlock speaks first, as on the device page: no other answer matters for the chipset.
+    # A bus reset the kernel will refuse is refused next, before any confirmation is asked for
+    # what it would have taken along.
+    if judge(inventory, RESET, [wanted], method=chosen).allowed:
+        refuse_a_bus_reset_the_kernel_refuses(tree, inventory, function, chosen)
+    permission = check_action(inventory, RESET, [wanted], confirmation, method=chosen)
     if listed is None:
         if not function.has_reset:
             raise ResetUnavailable(f"{describe(function)} cannot be reset by the kernel: it has no reset attribute.")
