@@ -102,3 +102,42 @@ def test_nothing_running_means_nothing_to_do(host_settings, tmp_path):
     root = write_tree(gpu_host(), tmp_path / "host")
     assert reconcile(this_host(), KernelDouble(root)) == []
     assert not AuditEvent.objects.exists()
+
+
+def test_the_heartbeat_closes_a_job_whose_owner_outlived_the_worker_start(host_settings, tmp_path):
+    """A pool process asleep in the kernel survives SIGKILL (seen on a real kernel: an unbind of a
+    sound card in use sleeps in snd_card_free), so the next worker's start-up finds the job's owner
+    alive and leaves the job; once that process ends, the heartbeat puts the group back."""
+    import subprocess
+    import sys
+
+    from webui.jobs import owner
+    from webui.jobs.worker import beat
+
+    root = write_tree(gpu_host(), tmp_path / "host")
+    host_settings.PASSTHROUGH_ROOT = str(root)
+    double = KernelDouble(root)
+    take_snapshot(this_host(), double, "startup")
+    job = _running("bind_vfio", "0000:01:00.0")
+    double.write("sys/bus/pci/devices/0000:01:00.0/driver_override", "vfio-pci")
+    double.write("sys/bus/pci/drivers/nouveau/unbind", "0000:01:00.0")
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        me = owner.current()
+        Job.objects.filter(pk=job.pk).update(
+            owner=f"{me.machine} {me.boot} {sleeper.pid} {owner._start_time(sleeper.pid)}"
+        )
+        assert reconcile(this_host(), double) == []  # the start-up: its owner still runs
+        beat()
+        job.refresh_from_db()
+        assert job.state == State.RUNNING and scan(root).device("0000:01:00.0").driver is None
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    beat()
+    job.refresh_from_db()
+    assert job.state == State.ROLLED_BACK, job.message
+    function = scan(root).device("0000:01:00.0")
+    assert (function.driver, function.driver_override) == ("nouveau", None)
+    assert not GroupLock.objects.exists()
+    assert AuditEvent.objects.get(job_id=job.pk).parameters["reconciled"] is True

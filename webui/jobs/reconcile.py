@@ -10,11 +10,17 @@ no driver at all), a half-done VF change returns to the count it had. Then the j
 closed, its lock released, the audit told, and a fresh snapshot stored. Queued jobs are
 sent again: the broker may have lost them, and a duplicate message is ignored by the job's
 own state check.
+
+A job whose owner still ran at the worker's start is looked at again at every heartbeat: a
+process asleep in the kernel survives SIGKILL (an unbind of a sound card sleeps in
+snd_card_free until the card's last open file is closed), so a restarted worker can find
+the old pool process alive, and only later gone.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 
 from django.db import transaction
 from django.utils import timezone
@@ -32,6 +38,10 @@ from webui.jobs.models import Action, GroupLock, Job, State
 from webui.jobs.runner import snapshot_step
 
 logger = logging.getLogger(__name__)
+
+# The worker reconciles from its start-up, its heartbeat thread and its pool's failure handler:
+# one at a time, so no group is put back twice at once.
+_reconciling = threading.Lock()
 
 
 def _before(job: Job) -> Inventory | None:
@@ -182,11 +192,12 @@ def close_interrupted(job: Job, tree: HostTree) -> Job:
 def reconcile(host: Host, tree: HostTree) -> list[Job]:
     """Close every job of ``host`` left running by a process that is gone; jobs whose owner runs are left alone."""
     closed = []
-    for job in Job.objects.filter(host=host, state=State.RUNNING).order_by("id"):
-        if not owner.is_gone(job.owner):
-            logger.info("job %s is running in %s, which is alive: left alone", job.pk, job.owner)
-            continue
-        closed.append(close_interrupted(job, tree))
+    with _reconciling:
+        for job in Job.objects.filter(host=host, state=State.RUNNING).order_by("id"):
+            if not owner.is_gone(job.owner):
+                logger.info("job %s is running in %s, which is alive: left alone", job.pk, job.owner)
+                continue
+            closed.append(close_interrupted(job, tree))
     if closed:
         logger.warning("closed %d interrupted job(s) on %s", len(closed), host.name)
     return closed

@@ -4,7 +4,8 @@ On start: register its host, close jobs a previous run left running, send queued
 again, and store a first snapshot. While it runs: watch the kernel's PCI events (add,
 remove, bind, unbind) with pyudev and store a fresh snapshot after each burst of them, so a
 change made by hand shows in the UI; and every half minute say it is alive, expire queued
-jobs that waited too long and audit the count of refused messages whose window has passed.
+jobs that waited too long, close running jobs whose process has gone since (see reconcile)
+and audit the count of refused messages whose window has passed.
 
 Only a worker that consumes its host's queue does this; the web process imports this module
 too (Django loads the app) but its signals never fire there.
@@ -124,11 +125,30 @@ def beat() -> None:
         expired = expire_stale(host, settings.PASSTHROUGH_JOB_MAX_WAIT)
         if expired:
             logger.warning("expired %d queued job(s) that waited too long", expired)
+        _reconcile_orphans(host)
     close_finished_bursts(name)
     # Keeps the audit page's checkpoint recent, so no visit walks more than a beat's events.
     from webui.audit.models import verify_recent
 
     verify_recent()
+
+
+def _reconcile_orphans(host: Any) -> None:
+    """Close running jobs whose owner has gone since the start-up's reconcile left them alone.
+
+    A pool process asleep in the kernel outlives a SIGKILL of its worker; the next worker
+    starts while it still runs, and without this the job would stay running, its group
+    locked, until yet another restart.
+    """
+    from webui.jobs import owner
+    from webui.jobs.models import Job, State
+
+    running = Job.objects.filter(host=host, state=State.RUNNING).values_list("owner", flat=True)
+    if any(owner.is_gone(text) for text in running):
+        from webui.hosts.trees import worker_tree
+        from webui.jobs.reconcile import reconcile
+
+        reconcile(host, worker_tree())
 
 
 def watch_pci_events(stop: threading.Event | None = None, on_burst: Any = None) -> None:
