@@ -30,6 +30,15 @@ BUSYBOX = shutil.which("busybox")
 # What mounts the two 9p shares and the overlay; insmod'ed by /init in this order.
 BOOT_MODULES = ["virtio_pci", "9pnet_virtio", "9p", "overlay"]
 
+# Software emulation on a loaded machine runs a guest's clock in fits and starts: without
+# these a guest sometimes panics in the boot-time IO-APIC timer check ("timer doesn't work
+# through Interrupt-remapped IO-APIC") or stalls in RCU and watchdog warnings.
+KERNEL_ARGS = (
+    "console=ttyS0 panic=-1 loglevel=4 no_timer_check tsc=reliable nowatchdog rcupdate.rcu_cpu_stall_suppress=1"
+)
+# The 9p shares sit at slots 1d and 1e (beside the chipset's 1f), so the scenarios' own
+# devices may take any low slot, 02.0 included.
+
 # The IOMMUs QEMU emulates, and the kernel arguments each wants.
 IOMMUS = {
     "intel": (["-device", "intel-iommu,intremap=on,caching-mode=on"], "intel_iommu=on iommu=pt"),
@@ -131,11 +140,11 @@ class Machine:
             "-nodefaults", "-no-user-config", "-display", "none", "-nic", "none", "-no-reboot",
             "-chardev", f"file,id=console,path={work / 'console.log'}", "-serial", "chardev:console",
             "-kernel", str(kernel.vmlinux), "-initrd", str(initrd),
-            "-append", " ".join(filter(None, ["console=ttyS0 panic=-1 loglevel=4", iommu_append, self.append])),
+            "-append", " ".join(filter(None, [KERNEL_ARGS, iommu_append, self.append])),
             "-fsdev", "local,id=hostroot,path=/,readonly=on,security_model=none,multidevs=remap",
-            "-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot",
+            "-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot,addr=1d.0",
             "-fsdev", f"local,id=results,path={work},security_model=none",
-            "-device", "virtio-9p-pci,fsdev=results,mount_tag=results",
+            "-device", "virtio-9p-pci,fsdev=results,mount_tag=results,addr=1e.0",
         ]  # fmt: skip
         for device in self.devices:
             argv += ["-device", device]

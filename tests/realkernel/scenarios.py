@@ -104,17 +104,13 @@ GPUS = Scenario(
     machine=Machine(
         iommu="intel",
         devices=[
-            # 00:01.0 and 00:02.0 hold the two virtio-9p shares (QEMU places them first).
-            "VGA,addr=03.0",
+            "VGA,addr=02.0",  # where a PC's integrated GPU sits
             "pcie-root-port,id=rpg,chassis=3,slot=3,x-speed=5,addr=09.0",
             "secondary-vga,bus=rpg,addr=00.0,multifunction=on",
             "ich9-intel-hda,id=hdag,bus=rpg,addr=00.1",
             "hda-duplex,bus=hdag.0,audiodev=snd0",  # a codec, so snd_hda_intel makes a whole sound card
         ],
         extra=["-audiodev", "none,id=snd0"],
-        # A slow TCG host can fail the IO-APIC timer check ("timer doesn't work through
-        # Interrupt-remapped IO-APIC") and panic at boot; the guest needs no such check.
-        append="no_timer_check",
     ),
 )
 

@@ -1,4 +1,4 @@
-"""Scenario 5: GPUs. The boot VGA at 00:03.0 (00:02.0 is a 9p share) carries the console
+"""Scenario 5: GPUs. The boot VGA at 00:02.0 carries the console
 (bochs-drm's fb0, fbcon on it); a secondary-vga behind a root port shares its slot and IOMMU
 group with an HDA function (with a codec).
 
@@ -28,7 +28,7 @@ from tests.realkernel_guest.support import PCI, driver, group, wait_for_driver
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-BOOT = "0000:00:03.0"
+BOOT = "0000:00:02.0"
 GPU = "0000:01:00.0"
 AUDIO = "0000:01:00.1"
 VTCONSOLE = Path("/sys/class/vtconsole")
