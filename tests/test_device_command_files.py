@@ -235,15 +235,20 @@ def test_a_host_with_no_boot_loader_refuses_the_cmdline_and_says_why(tmp_path, s
 
 
 # Every verb, as JSON -------------------------------------------------------------------------
-def test_every_verb_prints_its_job_and_result_as_json(debian, capsys):
+def test_every_verb_prints_its_job_and_result_as_json(tmp_path, settings, capsys):
+    # The GTX 1080 Ti lists only bus; the kernel bus-resets it only when it is alone on its bus,
+    # so here its HDMI audio function is not exposed (beside it, the reset is refused).
+    spec = x570(files=debian_files())
+    spec.functions = [function for function in spec.functions if function.address != AUDIO]
+    host_tree(spec, tmp_path / "debian", settings)
     runs = [
         ("bind", GPU),
         ("reset", GPU),
         ("restore", GPU),
         ("persist", GPU, "--plan"),
         ("persist", GPU),
-        ("unpersist", GPU, AUDIO, "--plan"),
-        ("unpersist", GPU, AUDIO),
+        ("unpersist", GPU, "--plan"),
+        ("unpersist", GPU),
         ("cmdline", "--add", "video=efifb:off", "--plan"),
         ("cmdline", "--add", "video=efifb:off"),
     ]
@@ -252,6 +257,7 @@ def test_every_verb_prints_its_job_and_result_as_json(debian, capsys):
         job = Job.objects.latest("id")
         assert data["job"]["id"] == job.pk and data["job"]["action"] == job.action, args
         assert data["job"]["state"] == "succeeded" and data["result"] == job.result and data["result"], args
+    assert KernelDouble(settings.PASSTHROUGH_ROOT).state.resets == [{"address": GPU, "method": "bus"}]
     data = device(capsys, "undo", str(Job.objects.get(action="set_kernel_cmdline").pk))
     assert data["job"]["id"] == Job.objects.latest("id").pk and data["result"]["outcome"] == "succeeded"
 

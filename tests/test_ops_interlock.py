@@ -1,8 +1,9 @@
 """The interlock: one rule for bind, binding at boot, reset and SR-IOV, on real machines' layouts.
 
 The host-critical functions need their addresses typed; the chipset, host bridges and
-bridges are never touched whatever is typed; a bus reset is judged by everything behind
-the same parent bridge. Every refusal leaves the tree byte-identical.
+bridges are never touched whatever is typed; a reset touches its target alone (the kernel
+bus-resets only a function alone on its bus, and the reset refuses the rest before the
+interlock's confirmation is asked for). Every refusal leaves the tree byte-identical.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from passthrough.ops import (
     SUCCEEDED,
     ConfirmationRequired,
     NeverAllowed,
+    ResetUnavailable,
     bind_vfio,
     check_action,
     judge,
@@ -26,11 +28,17 @@ from passthrough.ops import (
 from passthrough.ops.interlock import BIND, BIND_AT_BOOT, RESET, SET_SRIOV_VFS
 from passthrough.ops.persist import apply_persist_binding, plan_persist_binding
 from passthrough.treebuilder import FunctionSpec, HostSpec
-from tests.kernelhosts import GT710, I211, NVME, SRIOV_PORTS, sriov_host, tree_digest, x570
+from tests.kernelhosts import GT710, GT710_AUDIO, I211, NVME, SRIOV_PORTS, sriov_host, tree_digest, x570
 
 BOOT_GPU = GT710.address
 LPC, SMBUS = "0000:00:14.3", "0000:00:14.0"
 PORT0, PORT1 = SRIOV_PORTS[1].address, SRIOV_PORTS[2].address  # 82:00.0 and 82:00.1 behind 80:01.0
+
+
+def without(spec: HostSpec, *addresses: str) -> HostSpec:
+    """``spec`` without some functions (a GPU whose HDMI audio function is not exposed is alone on its bus)."""
+    spec.functions = [function for function in spec.functions if function.address not in addresses]
+    return spec
 
 
 def with_changes(spec: HostSpec, **changes_by_address: dict) -> HostSpec:
@@ -61,7 +69,9 @@ def nic_host_with_the_default_route_on(address: str, **overrides: object) -> Hos
 # Reset ------------------------------------------------------------------------------------
 def test_reset_of_the_boot_gpu_under_the_console_is_refused_without_confirmation(make_tree):
     # The bug: no PCI driver, so nothing looked in use, but the efifb console draws on it.
-    spec = with_changes(x570(console="efifb"), **{BOOT_GPU: {"driver": None}})
+    # The GT 710 lists only bus, so it is alone on its bus here (its HDMI audio not exposed):
+    # with the audio function beside it the kernel would refuse the reset whatever is typed.
+    spec = with_changes(without(x570(console="efifb"), GT710_AUDIO.address), **{BOOT_GPU: {"driver": None}})
     kernel, digest = host(make_tree, spec)
 
     for typed in (None, "yes", GT710.address[5:]):
@@ -77,6 +87,16 @@ def test_reset_of_the_boot_gpu_under_the_console_is_refused_without_confirmation
     assert result.outcome == SUCCEEDED, result.error
     assert result.parameters["confirmed"] == [BOOT_GPU]
     assert result.steps[0].detail.endswith(f"host-critical {BOOT_GPU} confirmed")
+    assert kernel.state.resets == [{"address": BOOT_GPU, "method": "bus"}]
+
+
+def test_the_boot_gpu_beside_its_audio_function_is_refused_by_the_kernels_rule_before_any_confirmation(make_tree):
+    spec = with_changes(x570(console="efifb"), **{BOOT_GPU: {"driver": None}})
+    kernel, digest = host(make_tree, spec)
+    for typed in (None, BOOT_GPU):  # no confirmation makes the kernel reset a bus it shares
+        with pytest.raises(ResetUnavailable, match=f"shares bus 0c with {BOOT_GPU[5:]}"):
+            reset(kernel, BOOT_GPU, confirm=typed)
+    unchanged(kernel, digest)
 
 
 def test_pm_reset_of_the_lpc_bridge_is_refused_even_confirmed(make_tree):
@@ -119,24 +139,28 @@ def test_bus_reset_refused_when_a_sibling_behind_the_bridge_is_host_critical(mak
     kernel.commands.clear()
     digest = tree_digest(kernel.root)
 
-    for method in ("bus", None):  # the kernel's choice may end at bus, the last method it lists
-        with pytest.raises(ConfirmationRequired) as caught:
-            reset(kernel, PORT1, method=method)
-        assert "82:00.0 (behind 80:01.0 and reset with it by a bus reset): it carries the default route" in (
-            caught.value.message
-        )
-        assert caught.value.expected == PORT0
-        assert caught.value.hint.endswith(
-            "Or choose a method that resets the function alone (flr, af_flr or pm), if it lists one."
-        )
+    # The ports share bus 82: the kernel would refuse the bus reset, so port 0 is never at
+    # stake, and typing its address changes nothing.
+    for typed in (None, PORT0):
+        with pytest.raises(ResetUnavailable) as caught:
+            reset(kernel, PORT1, method="bus", confirm=typed)
+        assert "82:00.0 (82576 Gigabit Network Connection) shares bus 82 with 82:00.1" in caught.value.message
+        assert "must stay with the host, so this bus cannot be reset while the host runs" in caught.value.hint
     unchanged(kernel, digest)
 
-    assert reset(kernel, PORT1, method="flr").outcome == SUCCEEDED  # FLR resets the port alone
-    confirmed = reset(kernel, PORT1, method="bus", confirm=PORT0)
-    assert confirmed.outcome == SUCCEEDED and confirmed.parameters["confirmed"] == [PORT0]
+    # The interlock judges a reset of port 1 by port 1 alone, whatever the method.
+    inventory = scan(kernel)
+    for method in ("bus", "flr", None):
+        verdict = judge(inventory, RESET, [PORT1], method=method)
+        assert verdict.touched == [PORT1] and verdict.critical == {} and verdict.reason() is None
+
+    # The kernel's choice starts with flr, which resets port 1 alone: no confirmation is asked.
+    assert reset(kernel, PORT1).outcome == SUCCEEDED
+    assert reset(kernel, PORT1, method="flr").outcome == SUCCEEDED
+    assert kernel.state.resets == [{"address": PORT1, "method": "flr"}] * 2
 
 
-def test_bus_reset_refused_even_confirmed_when_the_smbus_sits_behind_the_same_bridge(make_tree):
+def test_bus_reset_refused_even_confirmed_when_the_smbus_shares_the_bus(make_tree):
     spec = HostSpec(
         functions=[
             FunctionSpec("0000:00:1c.0", "8086", "a110", "060400", driver="pcieport", iommu_group=1),
@@ -147,13 +171,12 @@ def test_bus_reset_refused_even_confirmed_when_the_smbus_sits_behind_the_same_br
         ]
     )  # fmt: skip
     kernel, digest = host(make_tree, spec)
-    with pytest.raises(NeverAllowed) as caught:
+    with pytest.raises(ResetUnavailable) as caught:
         reset(kernel, "0000:03:00.0", method="bus", confirm="0000:03:00.1")
-    assert "03:00.1 (" in caught.value.message
-    assert ", behind 00:1c.0 and reset with it by a bus reset, is the chipset's SMBus controller" in (
-        caught.value.message
-    )
-    assert "flr, af_flr or pm" in caught.value.hint
+    assert "03:00.1 (" in caught.value.message and "shares bus 03 with 03:00.0" in caught.value.message
+    assert "must stay with the host, so this bus cannot be reset while the host runs" in caught.value.hint
+    assert "to a VM together with" not in caught.value.hint
+    assert judge(scan(kernel), RESET, ["0000:03:00.0"], method="bus").touched == ["0000:03:00.0"]
     unchanged(kernel, digest)
 
 
@@ -230,6 +253,6 @@ def test_an_ordinary_device_is_simply_allowed(make_tree):
     inventory = scan(make_tree(x570()))
     verdict = judge(inventory, RESET, ["0000:0b:00.0"], method="bus")
     assert verdict.allowed and verdict.reason() is None
-    assert verdict.touched == ["0000:0b:00.0", "0000:0b:00.1"]  # its audio shares the bus
+    assert verdict.touched == ["0000:0b:00.0"]  # a reset, bus or not, resets the function alone
     permission = check_action(inventory, RESET, ["0000:0b:00.0"], "anything typed", method="bus")
     assert permission.confirmed == []

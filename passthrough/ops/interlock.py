@@ -9,9 +9,14 @@ pages that offer them, so both say the same thing:
 * host-critical functions (the boot GPU under the host's console, the root filesystem's
   controller, the NIC with the default route; see :mod:`passthrough.hostcritical`) need
   the typed confirmation: their addresses, space-separated;
-* an action touches more than its targets when the kernel says so: a bus reset resets
-  every function behind the same parent bridge, and changing a PF's VF count destroys its
-  VFs. Those are judged as well, and named when they are the reason.
+* an action touches more than its targets when the kernel says so: changing a PF's VF
+  count destroys its VFs. Those are judged as well, and named when they are the reason.
+
+A reset touches its target alone, whatever the method. A bus reset resets the secondary
+bus of the parent bridge, but the kernel performs one only for a function that is alone
+on that bus and is not a bridge (pci_parent_bus_reset() answers ENOTTY otherwise), so
+there is never another function on the bus it resets; when other functions share the
+bus, the reset itself refuses it (:func:`passthrough.ops.reset.bus_reset_obstacle`).
 
 :func:`judge` says what an action would touch and why it may not; :func:`check_action`
 raises the refusal as an error a user can act on, or returns the :class:`Permission`.
@@ -30,9 +35,9 @@ BIND_AT_BOOT = "persist_binding"
 RESET = "reset"
 SET_SRIOV_VFS = "set_sriov_vfs"
 ACTIONS = (BIND, BIND_AT_BOOT, RESET, SET_SRIOV_VFS)
-# Reset methods that reset the parent bridge's whole secondary bus, not the function alone.
+# Reset methods that reset the parent bridge's secondary bus; the kernel does it only when
+# the function is alone on that bus (see the module's docstring).
 BUS_RESETS = ("bus", "cxl_bus")
-ALONE = "Choose a method that resets the function alone (flr, af_flr or pm), if it lists one."
 
 
 def confirmation_phrase(addresses: list[str]) -> str:
@@ -68,7 +73,6 @@ class Verdict:
     never: list[str]  # sentences; any one forbids the action, and no confirmation overrides it
     critical: dict[str, list[str]]  # host-critical functions touched -> why each is
     along: dict[str, str] = field(default_factory=dict)  # address -> why it is touched though not a target
-    targets_never: bool = False  # a target itself is one of the platform's own functions
 
     @property
     def allowed(self) -> bool:
@@ -111,7 +115,7 @@ def judge(inventory: Inventory, action: str, addresses: list[str], *, method: st
     targets = [inventory.require(address) for address in dict.fromkeys(addresses)]
     along: dict[str, str] = {}
     for function in targets:
-        along.update(_along(inventory, action, function, method))
+        along.update(_along(inventory, action, function))
     for function in targets:
         along.pop(function.address, None)
     touched = [function.address for function in targets] + list(along)
@@ -120,8 +124,6 @@ def judge(inventory: Inventory, action: str, addresses: list[str], *, method: st
     for address in touched:
         function = inventory.require(address)
         why = never_reason(function)
-        if why and address in along and function.is_bridge:
-            why = None  # a bridge reset with its bus is judged by what sits behind it, which is listed too
         if why:
             never.append(f"{describe(function)}{_aside(along.get(address))} is {why}.")
         if address in inventory.host_critical:
@@ -134,7 +136,6 @@ def judge(inventory: Inventory, action: str, addresses: list[str], *, method: st
         never=never,
         critical=critical,
         along=along,
-        targets_never=any(never_reason(function) for function in targets),
     )
 
 
@@ -155,33 +156,20 @@ def check_action(
         if typed:
             message += f" The confirmation given (“{typed}”) is not the one asked for."
         hint = f"To go ahead anyway, type {expected} as the confirmation."
-        if verdict.action == RESET and all(address in verdict.along for address in verdict.critical):
-            hint += f" Or {ALONE[0].lower()}{ALONE[1:]}"
         raise ConfirmationRequired(message, expected=expected, hint=hint)
     return Permission(action, verdict.touched, sorted(verdict.critical))
 
 
-def _along(inventory: Inventory, action: str, function: PciFunction, method: str | None) -> dict[str, str]:
-    """What the action touches besides ``function``, each with the words that say why."""
+def _along(inventory: Inventory, action: str, function: PciFunction) -> dict[str, str]:
+    """What the action touches besides ``function``, each with the words that say why.
+
+    Only a change of VF count reaches further: a reset, bus resets included, touches the
+    function alone (see the module's docstring).
+    """
     if action == SET_SRIOV_VFS:
         removed = [vf for vf in function.virtfns if inventory.device(vf) is not None]
         return {vf: f"a VF of {short(function.address)} that the change removes" for vf in removed}
-    if action == RESET and function.parent and _may_bus_reset(function, method):
-        parent = function.parent
-        return {
-            other.address: f"behind {short(parent)} and reset with it by a bus reset"
-            for other in inventory.devices
-            if parent in other.bridges and other.address != function.address
-        }
     return {}
-
-
-def _may_bus_reset(function: PciFunction, method: str | None) -> bool:
-    if method is not None:
-        return method in BUS_RESETS
-    # The kernel's choice: any method it lists, in order; without the list (before 5.15), any at all.
-    listed = function.reset_methods
-    return listed is None or any(name in BUS_RESETS for name in listed)
 
 
 def _doing(action: str, targets: list[PciFunction], method: str | None) -> str:
@@ -198,8 +186,6 @@ def _doing(action: str, targets: list[PciFunction], method: str | None) -> str:
 
 
 def _never_hint(verdict: Verdict) -> str:
-    if verdict.action == RESET and not verdict.targets_never:
-        return ALONE
     if verdict.action in (BIND, BIND_AT_BOOT):
         return (
             "Pick another device; a card that shares its IOMMU group with these needs a slot whose group holds only it."
