@@ -267,6 +267,70 @@ def test_an_unlisted_reset_method_is_refused_in_words(vfio_gpu, operator_client,
     assert not Job.objects.exists()
 
 
+def gpu_beside_its_audio(tmp_path, methods: list[str]):
+    """A GPU on vfio-pci with its HDMI audio function on the same bus, behind one root port."""
+    from passthrough.treebuilder import FunctionSpec, HostSpec
+    from tests.web_support import snapshot_host
+
+    spec = HostSpec(
+        functions=[
+            FunctionSpec("0000:00:01.0", "8086", "1901", "060400", driver="pcieport", iommu_group=2),
+            FunctionSpec("0000:01:00.0", "10de", "1b06", "030000", driver="vfio-pci", iommu_group=2, parent="0000:00:01.0", reset_methods=methods),
+            FunctionSpec("0000:01:00.1", "10de", "10ef", "040300", driver="vfio-pci", iommu_group=2, parent="0000:00:01.0"),
+        ]
+    )  # fmt: skip
+    host, _ = snapshot_host("audiohost", spec, tmp_path / "audiohost")
+    return host
+
+
+def test_a_bus_reset_the_kernel_would_refuse_is_not_offered_and_the_page_says_why(
+    db, tmp_path, operator_client, test_broker
+):
+    gpu_beside_its_audio(tmp_path, ["flr", "bus"])
+    gpu = "0000:01:00.0"
+    url = reverse("reset_device", kwargs={"host": "audiohost", "address": gpu})
+    page = operator_client.get(reverse("device", kwargs={"host": "audiohost", "address": gpu})).content.decode()
+
+    assert '<option value="flr">flr</option>' in page and '<option value="bus">' not in page
+    why = (
+        "Bus is not offered: the kernel refuses a bus reset of 01:00.0 (ENOTTY), because 01:00.1 (GP102 HDMI Audio "
+        "Controller) shares bus 01 with 01:00.0. It resets the bus behind a bridge only for a device alone on it, "
+        "even though reset_method lists bus."
+    )
+    assert f'<p class="muted" id="reset-left-out">{why}</p>' in page
+    assert 'name="method" aria-describedby="reset-left-out"' in page
+    assert page.index('id="reset-left-out"') < page.index(url)  # said next to the form, before it
+
+    refused = operator_client.post(url, {"method": "bus"}, follow=True).content.decode()
+    assert f"{gpu} was not reset: {why}" in refused
+    assert not Job.objects.exists()
+
+    operator_client.post(url, {"method": "flr"})
+    assert Job.objects.get().parameters == {"method": "flr", "confirm": None}
+
+
+def test_a_device_that_lists_only_a_bus_reset_the_kernel_would_refuse_is_offered_no_reset(
+    db, tmp_path, operator_client, test_broker
+):
+    gpu_beside_its_audio(tmp_path, ["bus"])
+    gpu = "0000:01:00.0"
+    url = reverse("reset_device", kwargs={"host": "audiohost", "address": gpu})
+    page = operator_client.get(reverse("device", kwargs={"host": "audiohost", "address": gpu})).content.decode()
+
+    assert '<button type="button" disabled aria-describedby="reset-blocked">Reset this device</button>' in page
+    assert url not in page
+    assert (
+        "The kernel will refuse to reset it (ENOTTY): bus is the only method it lists, and 01:00.1 (GP102 HDMI "
+        "Audio Controller) shares bus 01 with 01:00.0."
+    ) in page
+    assert "Give it to a VM together with 01:00.1 (all on vfio-pci)" in page
+
+    for method in ("", "bus"):
+        refused = operator_client.post(url, {"method": method}, follow=True).content.decode()
+        assert f"{gpu} was not reset: The kernel will refuse to reset it (ENOTTY)" in refused
+    assert not Job.objects.exists()
+
+
 def test_setting_vfs_becomes_a_job_and_out_of_range_counts_are_refused(e810, operator_client, test_broker):
     url = reverse("set_vfs", kwargs={"host": "e810", "address": "0000:a2:00.0"})
     for bad in ("129", "-1", "lots", ""):

@@ -35,15 +35,18 @@ class BindForm(forms.Form):
 
 
 class ResetForm(forms.Form):
-    """A reset: the kernel's choice (empty) or one of the methods the device lists, and the
-    typed confirmation when the interlock asks for one."""
+    """A reset: the kernel's choice (empty) or one of the methods offered (those the device lists
+    that can work), and the typed confirmation when the interlock asks for one. ``described_by``:
+    the id of the words saying why a listed method is left out."""
 
     method = forms.ChoiceField(required=False)
     confirm = forms.CharField(required=False, max_length=200)
 
-    def __init__(self, *args: Any, methods: list[str], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, methods: list[str], described_by: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["method"].choices = [("", "the kernel's choice"), *((method, method) for method in methods)]
+        if described_by:
+            self.fields["method"].widget.attrs["aria-describedby"] = described_by
 
 
 class SriovForm(forms.Form):

@@ -19,7 +19,8 @@ from django.views.decorators.http import require_GET, require_POST
 from passthrough.errors import PassthroughError
 from passthrough.inventory import Inventory, IommuGroup, PciFunction
 from passthrough.ops.console import released_by
-from passthrough.ops.interlock import BIND, RESET, SET_SRIOV_VFS, check_action, judge
+from passthrough.ops.interlock import BIND, BUS_RESETS, RESET, SET_SRIOV_VFS, check_action, judge, never_reason, short
+from passthrough.ops.reset import bus_neighbours, bus_reset_obstacle
 from webui.accounts.decorators import operator_required
 from webui.hosts.models import Host, Snapshot
 from webui.jobs.models import Action, Job
@@ -45,6 +46,7 @@ def device(request: HttpRequest, host: str, address: str) -> HttpResponse:
     if function is None:
         raise Http404(f"There is no PCI function {wanted} on {context['host'].name} in its latest snapshot.")
     group = inventory.group_of(wanted)
+    offered, left_out = reset_methods_offered(inventory, function)
     context.update(
         function=function,
         card=group_card(inventory, group) if group else None,
@@ -56,27 +58,83 @@ def device(request: HttpRequest, host: str, address: str) -> HttpResponse:
         reset_blocked=reset_blocked(inventory, function),
         # What the interlock asks before a reset or a VF change: the page says it, the worker asks again.
         reset_verdict=judge(inventory, RESET, [wanted]),
-        reset_form=ResetForm(methods=function.reset_methods or []),
+        reset_form=ResetForm(methods=offered, described_by="reset-left-out" if left_out else None),
+        reset_left_out=left_out,
         sriov_verdict=judge(inventory, SET_SRIOV_VFS, [wanted]) if function.sriov_totalvfs else None,
         sriov_form=SriovForm(initial={"count": function.sriov_numvfs or 0}, total=function.sriov_totalvfs or 0),
     )
     return render(request, "hosts/device.html", context)
 
 
+def reset_methods_offered(inventory: Inventory, function: PciFunction) -> tuple[list[str], str | None]:
+    """The reset methods the page offers, and why a listed bus reset is left out (None when none is).
+
+    ``reset_method`` can list ``bus`` for a function that shares its bus (the kernel fills the
+    list in when the function appears, perhaps before its neighbours did), yet the kernel
+    answers ENOTTY to a bus reset unless the function is alone on the bus behind its bridge:
+    such a method is not offered, and the page says why.
+    """
+    listed = function.reset_methods or []
+    bus = [method for method in listed if method in BUS_RESETS]
+    obstacle = bus_reset_obstacle(inventory, function) if bus else None
+    if obstacle is None:
+        return listed, None
+    named = " and ".join(bus)
+    left_out = (
+        f"{_capital(named)} {'is' if len(bus) == 1 else 'are'} not offered: the kernel refuses a bus reset of "
+        f"{short(function.address)} (ENOTTY), because {obstacle}. It resets the bus behind a bridge only for a "
+        f"device alone on it, even though reset_method lists {named}."
+    )
+    return [method for method in listed if method not in BUS_RESETS], left_out
+
+
 def reset_blocked(inventory: Inventory, function: PciFunction) -> str | None:
     """Why the page offers no reset for this function (the worker checks again), or None.
 
-    The interlock speaks first (the chipset, bridges, and what a bus reset takes along);
+    The interlock speaks first (the chipset and bridges), then the kernel's rule for bus
+    resets (a function listing only bus resets that shares its bus cannot be reset at all),
     then the device's own state as the snapshot shows it.
     """
     verdict = judge(inventory, RESET, [function.address])
     if not verdict.allowed:
         return verdict.reason()
+    blocked = _only_a_refused_bus_reset(inventory, function)
+    if blocked:
+        return blocked
     if function.driver not in (None, "vfio-pci"):
         return f"It is bound to {function.driver}: resetting a device under its host driver is unsafe. Bind it to vfio-pci first."
     if function.reset_methods == [] or (function.reset_methods is None and function.has_reset is False):
         return "The kernel lists no way to reset it."
     return None
+
+
+def _only_a_refused_bus_reset(inventory: Inventory, function: PciFunction) -> str | None:
+    """Why no reset can work when the function lists only bus resets and the kernel refuses them, or None."""
+    listed = function.reset_methods or []
+    offered, _ = reset_methods_offered(inventory, function)
+    if not listed or offered:
+        return None
+    obstacle = bus_reset_obstacle(inventory, function)
+    named = " and ".join(listed)
+    only = f"{named} is the only method it lists" if len(listed) == 1 else f"it lists only {named}"
+    text = (
+        f"The kernel will refuse to reset it (ENOTTY): {only}, and {obstacle}. The kernel resets the bus behind "
+        "a bridge only for a device alone on it."
+    )
+    others = bus_neighbours(inventory, function)
+    kept = [other for other in others if other.address in inventory.host_critical or never_reason(other)]
+    if kept:
+        text += f" {', '.join(short(other.address) for other in kept)} must stay with the host, so this bus cannot be reset while the host runs."
+    elif others and function.parent is not None:
+        text += (
+            f" Give it to a VM together with {', '.join(short(other.address) for other in others)} (all on vfio-pci): "
+            "QEMU resets the whole bus through vfio-pci when one VM holds every function on it."
+        )
+    return text
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _function_or_404(host: Host, address: str) -> tuple[Inventory, PciFunction]:
@@ -106,10 +164,13 @@ def reset_device(request: HttpRequest, host: str, address: str) -> HttpResponse:
     found = get_host(request, host)
     inventory, function = _function_or_404(found, address)
     back = reverse("device", kwargs={"host": found.name, "address": function.address})
-    form = ResetForm(request.POST, methods=function.reset_methods or [])
+    offered, left_out = reset_methods_offered(inventory, function)
+    form = ResetForm(request.POST, methods=offered)
     blocked = reset_blocked(inventory, function)
     if blocked or not form.is_valid():
         reason = blocked or "Pick one of the reset methods the device lists, or the kernel's choice."
+        if not blocked and left_out and request.POST.get("method") in BUS_RESETS:
+            reason = left_out
         messages.error(request, f"{function.address} was not reset: {reason}")
         return redirect(back)
     method = form.cleaned_data["method"] or None
