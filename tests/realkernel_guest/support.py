@@ -32,17 +32,34 @@ def wait_for_driver(address: str, wanted: str | None, timeout: float = 30) -> No
         time.sleep(0.1)
 
 
-def device(*argv: str) -> dict[str, Any]:
-    """``manage.py device ARGV --format json``, in this process: the job summary and result, or the error."""
+class Ran:
+    """What a management command did, run in this process (a new Python costs ~10 s under TCG)."""
+
+    def __init__(self, code: int, stdout: str, stderr: str) -> None:
+        self.code, self.stdout, self.stderr = code, stdout, stderr
+
+
+def manage(*argv: str) -> Ran:
+    """``manage.py ARGV`` in this process: its exit code (SystemExit, 2 for a CommandError) and output."""
     out, err = StringIO(), StringIO()
+    code = 0
     try:
-        call_command("device", *argv, "--format", "json", stdout=out, stderr=err)
+        call_command(*argv, stdout=out, stderr=err)
     except CommandError as error:
-        return {"error": str(error), "stderr": err.getvalue()}
-    except SystemExit:  # a job that did not succeed: its JSON is printed all the same
-        if not out.getvalue():
-            return {"error": "exit without output", "stderr": err.getvalue()}
-    return json.loads(out.getvalue())
+        code = 2
+        err.write(str(error))
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    return Ran(code, out.getvalue(), err.getvalue())
+
+
+def device(*argv: str) -> dict[str, Any]:
+    """``manage.py device ARGV --format json``: the job and result it prints (also when the job did not
+    succeed, exit 1) with ``exit``, or ``{"error", "exit": 2}`` for bad input."""
+    ran = manage("device", *argv, "--format", "json")
+    if not ran.stdout:
+        return {"error": ran.stderr, "exit": ran.code}
+    return {**json.loads(ran.stdout), "exit": ran.code}
 
 
 def dmesg_since(mark: int) -> str:

@@ -13,17 +13,12 @@ import pytest
 
 from passthrough.inventory import scan
 from passthrough.readiness import report
-from tests.realkernel_guest.support import PCI, device, dmesg_since, driver, group, wait_for_driver
+from tests.realkernel_guest.support import PCI, device, dmesg_since, driver, driver_override, group, wait_for_driver
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 E1000E = "0000:00:04.0"
 AMD_IOMMU = "0000:00:01.0"  # QEMU's amd-iommu is a PCI function of its own
-
-
-def override(address: str) -> str | None:
-    value = (PCI / address / "driver_override").read_text().strip()
-    return None if value in ("", "(null)") else value
 
 
 def checks_by_id(found: dict) -> dict[str, dict]:
@@ -74,7 +69,7 @@ def test_readiness_is_ready_on_amd_vi_and_says_so():
 
 def test_the_device_command_binds_the_e1000e_to_vfio_and_gives_it_back():
     wait_for_driver(E1000E, "e1000e")
-    assert override(E1000E) is None
+    assert driver_override(E1000E) is None
     number = group(E1000E)
     node = Path(f"/dev/vfio/{number}")
     assert not node.exists()
@@ -83,13 +78,13 @@ def test_the_device_command_binds_the_e1000e_to_vfio_and_gives_it_back():
     assert bound.get("job", {}).get("state") == "succeeded", bound
     assert bound["result"]["targets"] == [E1000E]
     assert driver(E1000E) == "vfio-pci"
-    assert override(E1000E) == "vfio-pci"
+    assert driver_override(E1000E) == "vfio-pci"
     assert stat.S_ISCHR(node.stat().st_mode)
     assert (PCI / E1000E / "iommu_group").resolve().name == str(number)
 
     back = device("restore", E1000E)
     assert back.get("job", {}).get("state") == "succeeded", back
     assert driver(E1000E) == "e1000e"
-    assert override(E1000E) is None
+    assert driver_override(E1000E) is None
     assert not node.exists()  # the group's vfio node goes with its last vfio-pci device
     assert group(E1000E) == number

@@ -11,20 +11,15 @@ framebuffer fbcon maps again makes fbcon take the console back by itself.
 
 from __future__ import annotations
 
-import json
 import time
-from io import StringIO
 from pathlib import Path
-from typing import Any
 
 import pytest
-from django.core.management import call_command
-from django.core.management.base import CommandError
 
 from passthrough.host import HostTree
 from passthrough.hostcritical import find_host_critical
 from passthrough.inventory import scan
-from tests.realkernel_guest.support import PCI, driver, group, wait_for_driver
+from tests.realkernel_guest.support import PCI, device, driver, group, wait_for_driver
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,18 +28,6 @@ GPU = "0000:01:00.0"
 AUDIO = "0000:01:00.1"
 VTCONSOLE = Path("/sys/class/vtconsole")
 GRAPHICS = Path("/sys/class/graphics")
-
-
-def device(*argv: str) -> dict[str, Any]:
-    """``manage.py device ARGV --format json``: the job and result, also when the job failed (exit 1)."""
-    out, err = StringIO(), StringIO()
-    try:
-        call_command("device", *argv, "--format", "json", stdout=out, stderr=err)
-    except CommandError as error:
-        return {"error": str(error), "stderr": err.getvalue()}
-    except SystemExit as exit:
-        assert exit.code == 1, exit
-    return json.loads(out.getvalue())
 
 
 def vtconsoles() -> dict[str, tuple[str, str]]:

@@ -12,17 +12,15 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from passthrough.inventory import scan
-from tests.realkernel_guest.support import PCI, device, driver, group, wait_for_driver
+from tests.realkernel_guest.support import PCI, device, driver, group, manage, wait_for_driver
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-REPO = Path(__file__).resolve().parents[2]
 E1000E, NVME, HDA, XHCI, BRIDGE, EDU, E1000, PF = (
     "0000:00:03.0",
     "0000:00:04.0",
@@ -36,15 +34,9 @@ E1000E, NVME, HDA, XHCI, BRIDGE, EDU, E1000, PF = (
 NATIVE = {E1000E: "e1000e", NVME: "nvme", HDA: "snd_hda_intel", XHCI: "xhci_hcd", E1000: "e1000", PF: "nvme"}
 
 
-def manage(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "manage.py", *argv], cwd=REPO, capture_output=True, text=True, timeout=120, check=False
-    )
-
-
 def test_readiness_reads_the_vtd_unit_groups_and_interrupt_remapping_and_says_ready():
     done = manage("readiness", "--format", "json")
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.code == 0, done.stdout + done.stderr
     report = json.loads(done.stdout)
     checks = {check["id"]: check for check in report["checks"]}
     assert report["ready"] is True
@@ -177,7 +169,7 @@ def test_each_listed_reset_method_of_each_device_runs_or_the_kernels_refusal_is_
         assert back["job"]["state"] == "succeeded", back
         assert driver(address) == before
     print("\n".join(report))
-    outcomes = {line.split(":")[0]: line.split(": ")[1] for line in report}
+    outcomes = {line.split(": ")[0]: line.split(": ")[1] for line in report}
     # Measured on Linux 6.1 under QEMU 7.2: these resets work; edu lists bus (it was alone on
     # its bus when the kernel probed it) but shares the bus with e1000, so the kernel answers
     # ENOTTY and the product says so before trying.
@@ -216,7 +208,7 @@ def test_the_generated_qemu_command_line_starts_with_the_passed_devices_seen_by_
             "vmconfig", "--device", E1000E, "--device", HDA, "--target", "qemu", "--firmware", "seabios",
             "--memory", "256", "--vcpus", "1",
         )  # fmt: skip
-        assert done.returncode == 0, done.stderr
+        assert done.code == 0, done.stderr
         script = tmp_path / "vm.sh"
         script.write_text(done.stdout)
         found = _nested_qemu([], script=script)

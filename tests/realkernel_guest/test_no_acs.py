@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from passthrough.inventory import scan
-from tests.realkernel_guest.support import PCI, device, driver, group, wait_for_driver
+from tests.realkernel_guest.support import PCI, device, driver, driver_override, group, wait_for_driver
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -36,11 +36,6 @@ def extended_capabilities(address: str) -> list[int]:
         found.append(header & 0xFFFF)
         offset = (header >> 20) & 0xFFC
     return found
-
-
-def override(address: str) -> str | None:
-    value = (PCI / address / "driver_override").read_text().strip()
-    return None if value in ("", "(null)") else value
 
 
 def test_the_two_root_ports_lack_acs_and_the_kernel_merges_their_groups():
@@ -86,12 +81,12 @@ def test_binding_the_nvme_takes_the_e1000e_along_and_restoring_gives_both_back()
     assert bound.get("job", {}).get("state") == "succeeded", bound
     assert bound["result"]["targets"] == ENDPOINTS
     assert [driver(address) for address in ENDPOINTS] == ["vfio-pci", "vfio-pci"]
-    assert [override(address) for address in ENDPOINTS] == ["vfio-pci", "vfio-pci"]
+    assert [driver_override(address) for address in ENDPOINTS] == ["vfio-pci", "vfio-pci"]
     assert [driver(port) for port in (PORT_A, PORT_B)] == ["pcieport", "pcieport"]  # the bridges stay
     assert node.is_char_device()
 
     back = device("restore", NVME)
     assert back.get("job", {}).get("state") == "succeeded", back
     assert [driver(address) for address in ENDPOINTS] == ["e1000e", "nvme"]
-    assert [override(address) for address in ENDPOINTS] == [None, None]
+    assert [driver_override(address) for address in ENDPOINTS] == [None, None]
     assert not node.exists()

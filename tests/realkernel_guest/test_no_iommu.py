@@ -8,42 +8,30 @@ leave the device with no driver at all (the last test shows that, by hand).
 
 from __future__ import annotations
 
-import json
 import subprocess
-from io import StringIO
 from pathlib import Path
-from typing import Any
 
 import pytest
-from django.core.management import call_command
 
 from passthrough.inventory import scan
 from passthrough.readiness import report
-from tests.realkernel_guest.support import PCI, dmesg_mark, dmesg_since, driver, wait_for_driver
+from tests.realkernel_guest.support import (
+    PCI,
+    device,
+    dmesg_mark,
+    dmesg_since,
+    driver,
+    driver_override,
+    wait_for_driver,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 E1000E = "0000:00:03.0"
 
 
-def override(address: str) -> str | None:
-    value = (PCI / address / "driver_override").read_text().strip()
-    return None if value in ("", "(null)") else value
-
-
 def vfio_modules() -> list[str]:
     return [line.split()[0] for line in Path("/proc/modules").read_text().splitlines() if "vfio" in line.split()[0]]
-
-
-def device_failing(*argv: str) -> tuple[int, dict[str, Any]]:
-    """``manage.py device ARGV --format json`` when the job fails: the exit code and the printed job."""
-    out = StringIO()
-    code = 0
-    try:
-        call_command("device", *argv, "--format", "json", stdout=out, stderr=StringIO())
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    return code, json.loads(out.getvalue())
 
 
 def test_the_kernel_says_dmar_enabled_but_made_no_unit_and_no_group():
@@ -82,12 +70,12 @@ def test_scan_puts_no_function_in_a_group():
 
 def test_a_bind_is_refused_before_anything_is_written():
     wait_for_driver(E1000E, "e1000e")
-    assert override(E1000E) is None
+    assert driver_override(E1000E) is None
     assert vfio_modules() == []
 
-    code, printed = device_failing("bind", E1000E)
+    printed = device("bind", E1000E)
 
-    assert code == 1
+    assert printed["exit"] == 1
     job = printed["job"]
     assert job["state"] == "failed", printed
     assert "The IOMMU is off: the kernel made no IOMMU groups." in job["message"], job
@@ -97,7 +85,7 @@ def test_a_bind_is_refused_before_anything_is_written():
     assert [step["name"] for step in steps] == ["validate", "snapshot"], steps
     assert steps[0]["ok"] is False and steps[1]["ok"] is True
     assert driver(E1000E) == "e1000e"
-    assert override(E1000E) is None
+    assert driver_override(E1000E) is None
     assert vfio_modules() == []  # not even vfio was loaded
     assert not Path("/dev/vfio").exists()
 
@@ -119,4 +107,4 @@ def test_the_kernels_own_bind_sequence_would_leave_the_device_without_a_driver()
         if driver(E1000E) is None:
             Path("/sys/bus/pci/drivers_probe").write_text(E1000E)
         wait_for_driver(E1000E, "e1000e")
-    assert override(E1000E) is None
+    assert driver_override(E1000E) is None
