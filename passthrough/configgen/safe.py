@@ -16,8 +16,8 @@ lands in:
 - :func:`vmx_value` for ``key = "value"`` in a .vmx, escaped the way VMware does
   (``|22`` for ``"``), which VMware reads back exactly, so nothing needs refusing.
 
-Imports: spec (for :class:`ConfigError`) only. The generators import this, and spec's ROM
-check reads :data:`UNSAFE` from here inside the function, so the two never import in a loop.
+Imports: errors (for :class:`ConfigError`) only; the generators and spec (its ROM-file check)
+import this.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import re
 import shlex
 from collections.abc import Iterable
 
-from passthrough.configgen.spec import ConfigError
+from passthrough.configgen.errors import ConfigError
 
 # What may not appear in generated text except as an escape:
 # C0 controls (every line break among them: LF, CR, VT, FF, FS, GS, RS), DEL and C1 (NEL),

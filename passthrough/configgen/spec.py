@@ -12,11 +12,12 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from passthrough.address import PciAddress
-from passthrough.errors import PassthroughError
+from passthrough.configgen.errors import ConfigError
+from passthrough.configgen.safe import UNSAFE
+from passthrough.pci.address import PciAddress
 
 if TYPE_CHECKING:
-    from passthrough.inventory import Inventory, PciFunction
+    from passthrough.pci.model import Inventory, PciFunction
 
 FIRMWARES = ("ovmf", "seabios")
 MACHINES = ("q35", "i440fx")
@@ -31,12 +32,6 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _HV_VENDOR_ID = re.compile(r"^[A-Za-z0-9_-]{1,12}$")
 # Proxmox's pve-configid format, which cluster mapping names use.
 _PVE_CONFIGID = re.compile(r"^[A-Za-z][A-Za-z0-9_-]+$")
-
-
-class ConfigError(PassthroughError):
-    """The VM described cannot work as asked; nothing was generated."""
-
-    code = "invalid_vm_config"
 
 
 @dataclass(frozen=True)
@@ -208,9 +203,6 @@ def _validate_device(device: PassedDevice, function: PciFunction) -> None:
             hint="Mark the GPU's VGA function (class 0300) as primary, or turn the primary GPU option off.",
         )
     if device.rom_file is not None:
-        # safe imports ConfigError from this module, so its character rules are imported here.
-        from passthrough.configgen.safe import UNSAFE
-
         if (
             not device.rom_file.startswith("/")
             or any(char in device.rom_file for char in ",'\"")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno as errnos
 
 from passthrough.kerneldouble.pci import KernelRefused, PciCore, link, unlink, write_file
+from passthrough.kerneldouble.vtconsole import bind_vtconsole
 
 PLATFORM = "sys/devices/platform"
 PLATFORM_DRIVERS = "sys/bus/platform/drivers"
@@ -76,37 +77,4 @@ class Console:
         )
 
     def bind_vtconsole(self, vtcon_dir: str, value: str) -> None:
-        try:
-            bind = 1 if int(value.strip(), 0) else 0
-        except ValueError:
-            raise KernelRefused(errnos.EINVAL, f"{value!r} is not 0 or 1") from None
-        name = self.tree.read(f"{vtcon_dir}/name") or ""
-        write_file(self.tree, f"{vtcon_dir}/bind", f"{bind}\n")
-        if not name.startswith("(M)"):
-            return
-        # A modular console (fbcon) gives its terminals back to the system driver (dummy, VGA+).
-        parent = vtcon_dir.rsplit("/", 1)[0]
-        modular_bound = any(
-            (self.tree.read(f"{parent}/{other}/name") or "").startswith("(M)")
-            and self.tree.read(f"{parent}/{other}/bind") == "1"
-            for other in self.tree.listdir(parent)
-        )
-        for other in sorted(self.tree.listdir(parent)):
-            if (self.tree.read(f"{parent}/{other}/name") or "").startswith("(S)"):
-                write_file(self.tree, f"{parent}/{other}/bind", "0\n" if modular_bound else "1\n")
-                break
-
-    def fbcon_takes_over(self) -> None:
-        """A framebuffer registered on the boot VGA device (fbcon's primary): an unbound fbcon binds again.
-
-        As the real kernel does (fbcon_fb_registered: the primary device's framebuffer is the
-        one fbcon maps its consoles to, and fbcon, not bound, takes them over), even after
-        ``vtconN/bind`` = 0 unbound it: a give-back that brings the native driver back gives
-        the console back whether or not it writes the bind itself. Seen on a 6.1 kernel with
-        bochs-drm (tests/realkernel_guest/test_gpus.py).
-        """
-        parent = "sys/devices/virtual/vtconsole"
-        for vtcon in sorted(self.tree.listdir(parent)):
-            name = self.tree.read(f"{parent}/{vtcon}/name") or ""
-            if name == "(M) frame buffer device" and self.tree.read(f"{parent}/{vtcon}/bind") == "0":
-                self.bind_vtconsole(f"{parent}/{vtcon}", "1")
+        bind_vtconsole(self.tree, vtcon_dir, value)

@@ -20,41 +20,11 @@ import shutil
 from passthrough.host import IOMMU_GROUPS, PCI_DEVICES, PCI_DRIVERS, HostTree
 from passthrough.kerneldouble.faults import Fault
 from passthrough.kerneldouble.state import STASH_DIR, DoubleState
+from passthrough.kerneldouble.tree import KernelRefused, link, unlink, write_file
+from passthrough.kerneldouble.vtconsole import fbcon_takes_over
 
 CLASS_DIRS = {"graphics": "graphics", "drm": "drm", "net": "net"}  # subdirectory -> sys/class/<name>
 DRIVER_FILES = ("bind", "unbind", "new_id", "remove_id")
-
-
-class KernelRefused(Exception):
-    """A write the kernel answers with an errno; the double turns it into SysfsWriteError."""
-
-    def __init__(self, errno: int, why: str, *, surfaces: bool = True) -> None:
-        super().__init__(why)
-        self.errno = errno
-        self.why = why
-        # False: a failed probe that drivers_probe swallows (the function just stays unbound).
-        self.surfaces = surfaces
-
-
-def link(tree: HostTree, at: str, target: str) -> None:
-    """A relative symlink at ``at`` to ``target`` (both relative to the root)."""
-    path = tree.path(at)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    if os.path.lexists(path):
-        os.unlink(path)
-    os.symlink(os.path.relpath(tree.path(target), os.path.dirname(path)), path)
-
-
-def unlink(tree: HostTree, at: str) -> None:
-    if os.path.lexists(tree.path(at)):
-        os.unlink(tree.path(at))
-
-
-def write_file(tree: HostTree, at: str, text: str) -> None:
-    path = tree.path(at)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as handle:
-        handle.write(text)
 
 
 class PciCore:
@@ -226,7 +196,5 @@ class PciCore:
                     for name in item["names"]:
                         link(self.tree, f"sys/class/{CLASS_DIRS[item['subdirectory']]}/{name}", f"{target}/{name}")
                     if item["subdirectory"] == "graphics" and self.tree.read(f"{device}/boot_vga") == "1":
-                        from passthrough.kerneldouble.console import Console
-
-                        Console(self).fbcon_takes_over()
+                        fbcon_takes_over(self.tree)
             self.state.stash.remove(entry)
