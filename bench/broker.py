@@ -57,7 +57,7 @@ def main() -> None:
     from django.core.management import call_command
     from kombu import Connection, Exchange, Producer
 
-    from passthrough.treebuilder import write_tree
+    from passthrough.hosttrees.tree import write_tree
     from tests.test_jobs_worker import gpu_host
     from webui.audit.models import AuditEvent, RefusalBurst
     from webui.hosts.models import Host

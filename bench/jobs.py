@@ -69,7 +69,8 @@ def main() -> None:
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
-    from passthrough.treebuilder import FunctionSpec, HostSpec, write_tree
+    from passthrough.hosttrees.spec import FunctionSpec, HostSpec
+    from passthrough.hosttrees.tree import write_tree
     from webui.accounts.roles import OPERATOR, set_role
     from webui.hosts.models import Host
     from webui.jobs.models import Job

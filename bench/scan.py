@@ -1,7 +1,7 @@
 """Benchmark: inventory scan of a synthetic 1,024-function host.
 
 Prints, in one run:
-  * scan(): the in-process time of passthrough.inventory.scan (median of N, after one warm-up);
+  * scan(): the in-process time of passthrough.pci.scan.scan (median of N, after one warm-up);
   * the raw-read floor: a minimal loop doing the same system calls scan() does (list each
     function's directory, read the same attribute files, read the same links) and nothing
     else, with os.open/os.read like scan();
@@ -28,12 +28,12 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.synthetic import build_synthetic_host  # noqa: E402
-from passthrough import pciids  # noqa: E402
-from passthrough.address import is_address  # noqa: E402
 from passthrough.host import HostTree  # noqa: E402
-from passthrough.hostcritical import find_host_critical  # noqa: E402
-from passthrough.inventory import ID_ATTRIBUTES, scan  # noqa: E402
-from passthrough.treebuilder import write_tree  # noqa: E402
+from passthrough.hosttrees.tree import write_tree  # noqa: E402
+from passthrough.pci import pciids  # noqa: E402
+from passthrough.pci.address import is_address  # noqa: E402
+from passthrough.pci.hostcritical import find_host_critical  # noqa: E402
+from passthrough.pci.scan import ID_ATTRIBUTES, scan  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -8,7 +8,7 @@ its own root port, as on real boards, and every function has an IOMMU group.
 
 from __future__ import annotations
 
-from passthrough.treebuilder import FunctionSpec, HostSpec
+from passthrough.hosttrees.spec import FunctionSpec, HostSpec
 
 GEN4 = ("16.0 GT/s PCIe", 16, "16.0 GT/s PCIe", 16)
 GEN4_X4 = ("16.0 GT/s PCIe", 4, "16.0 GT/s PCIe", 4)

@@ -67,7 +67,7 @@ import django
 django.setup()
 from bench.synthetic import build_synthetic_host
 from passthrough.host import HostTree
-from passthrough.treebuilder import write_tree
+from passthrough.hosttrees.tree import write_tree
 from webui.accounts.roles import OPERATOR, set_role
 from webui.hosts.models import Host
 from webui.hosts.snapshots import take_snapshot

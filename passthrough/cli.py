@@ -26,7 +26,7 @@ from passthrough.errors import PassthroughError
 
 if TYPE_CHECKING:
     from passthrough.host import HostTree
-    from passthrough.inventory import Inventory, PciFunction
+    from passthrough.pci.model import Inventory, PciFunction
     from passthrough.readiness import Check
 
 EXIT_OK = 0
@@ -83,7 +83,7 @@ def add_inventory_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_inventory(args: argparse.Namespace, out: TextIO) -> int:
-    from passthrough.inventory import scan
+    from passthrough.pci.scan import scan
 
     inventory = scan(_open_tree(args.root))
     if args.format == "json":
@@ -225,7 +225,7 @@ def add_capture_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_capture(args: argparse.Namespace, out: TextIO) -> int:
-    from passthrough.capture import capture
+    from passthrough.capture.run import capture
 
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -287,7 +287,7 @@ def add_vmconfig_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_vmconfig(args: argparse.Namespace, out: TextIO) -> int:
     from passthrough.configgen import build_spec, generate
-    from passthrough.inventory import scan
+    from passthrough.pci.scan import scan
 
     tree = _open_tree(args.root)
     inventory = scan(tree)

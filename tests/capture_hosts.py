@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from passthrough.host import HostTree
-from passthrough.inventory import scan
-from passthrough.treebuilder import FunctionSpec, HostSpec, write_tree
+from passthrough.hosttrees.spec import FunctionSpec, HostSpec
+from passthrough.hosttrees.tree import write_tree
+from passthrough.pci.scan import scan
 
 GRUB = 'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT="quiet intel_iommu=on iommu=pt"\n'
 HWLOC_TARBALLS = Path(__file__).resolve().parent / "data" / "capture"  # see PROVENANCE.txt there

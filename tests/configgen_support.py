@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from passthrough.address import PciAddress
-from passthrough.treebuilder import FunctionSpec, HostSpec
+from passthrough.hosttrees.spec import FunctionSpec, HostSpec
+from passthrough.pci.address import PciAddress
 
 PEERS = Path(__file__).parent / "data" / "peers"
 

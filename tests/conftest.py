@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from passthrough.treebuilder import HostSpec, write_tree
+from passthrough.hosttrees.spec import HostSpec
+from passthrough.hosttrees.tree import write_tree
 
 # start_worker: a real Celery worker process on a test tree (tests/worker_support.py);
 # signed-in clients, snapshots and the live server for page tests (tests/web_support.py).

@@ -11,7 +11,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from passthrough.treebuilder import FunctionSpec, HostSpec
+from passthrough.hosttrees.spec import FunctionSpec, HostSpec
 
 # joe-p-vfio-headless: Gigabyte X570 AORUS PRO WIFI + Ryzen 9 3900X, stock grouping.
 X570_BRIDGES = [

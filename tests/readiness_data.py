@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from passthrough.treebuilder import FunctionSpec
+from passthrough.hosttrees.spec import FunctionSpec
 
 DATA = Path(__file__).parent / "data" / "readiness"
 

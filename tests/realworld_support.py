@@ -18,9 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from passthrough import realworld
-from passthrough.inventory import Inventory, scan
-from passthrough.treebuilder import HostSpec, write_tree
+from passthrough.hosttrees import realworld
+from passthrough.hosttrees.spec import HostSpec
+from passthrough.hosttrees.tree import write_tree
+from passthrough.pci.model import Inventory
+from passthrough.pci.scan import scan
 
 REALWORLD = Path("/work/shared/fixtures/realworld")
 needs_shared_fixtures = pytest.mark.skipif(not REALWORLD.is_dir(), reason=f"{REALWORLD} is not on this machine")

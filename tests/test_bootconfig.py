@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from passthrough.bootconfig import (
+from passthrough.boot.cmdline import InvalidKernelParameter, KernelCmdline
+from passthrough.boot.loader import (
     LOADER_INFO,
     cmdline_edit,
     detect_bootloader,
@@ -17,8 +18,7 @@ from passthrough.bootconfig import (
     module_load_edit,
 )
 from passthrough.host import HostTree
-from passthrough.kernelcmdline import InvalidKernelParameter, KernelCmdline
-from passthrough.treebuilder import HostSpec
+from passthrough.hosttrees.spec import HostSpec
 from tests.readiness_data import (
     ARCH_OS_RELEASE,
     DEBIAN_GRUB,

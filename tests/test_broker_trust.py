@@ -21,8 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from passthrough.inventory import scan
-from passthrough.treebuilder import write_tree
+from passthrough.hosttrees.tree import write_tree
+from passthrough.pci.scan import scan
 from tests.test_jobs_worker import gpu_host
 from tests.worker_support import REPO, operator_named, redis_url, requires_redis, wait_for_job
 from webui.audit.models import AuditEvent, RefusalBurst
@@ -61,7 +61,8 @@ def _captured_message(job: Job) -> bytes:
     """The genuine signed message the web app sends for ``job``, taken off a queue no worker reads."""
     import redis
 
-    from webui.jobs.tasks import TASKS, task_arguments
+    from webui.jobs.messages import task_arguments
+    from webui.jobs.tasks import TASKS
 
     side = "capture.side"
     TASKS[job.action].apply_async(kwargs=task_arguments(job), queue=side, task_id=job.task_id)

@@ -16,7 +16,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from passthrough import realworld
+from passthrough.hosttrees import realworld
 from passthrough.kerneldouble import KernelDouble
 from tests.browser_support import chromium, requires_chromium
 from tests.web_support import DUO_GPU, DUO_GPU_AUDIO, DUO_GPU_GROUP, PASSWORD, make_user, snapshot_host

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from passthrough import realworld
-from passthrough.inventory import scan
-from passthrough.treebuilder import write_tree
+from passthrough.hosttrees import realworld
+from passthrough.hosttrees.tree import write_tree
+from passthrough.pci.scan import scan
 from tests.browser_support import chromium, requires_chromium
 from tests.web_support import DUO_GPU, DUO_GPU_AUDIO, PASSWORD, make_user  # noqa: E402
 from tests.worker_support import requires_redis

@@ -7,11 +7,11 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from passthrough.bootconfig import detect_bootloader
-from passthrough.capture import capture
+from passthrough.boot.loader import detect_bootloader
+from passthrough.capture.run import capture
 from passthrough.host import HostTree
-from passthrough.inventory import scan
-from passthrough.treebuilder import HostSpec
+from passthrough.hosttrees.spec import HostSpec
+from passthrough.pci.scan import scan
 from tests.capture_hosts import workstation
 
 

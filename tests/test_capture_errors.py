@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from passthrough.capture import capture
+from passthrough.capture.run import capture
 from passthrough.errors import NotAHostTree, PassthroughError
 from passthrough.host import HostTree
-from passthrough.treebuilder import HostSpec
+from passthrough.hosttrees.spec import HostSpec
 from tests.capture_hosts import scanned, workstation
 
 
@@ -69,7 +69,7 @@ def test_a_source_that_is_not_a_host_tree_is_refused(tmp_path: Path) -> None:
 def test_a_capture_that_fails_halfway_leaves_no_partial_tree(
     make_tree: Callable[[HostSpec], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from passthrough import capture as capture_module
+    from passthrough.capture import run as capture_module
 
     def broken(self: object) -> None:
         raise RuntimeError("disk pulled out")
@@ -92,7 +92,7 @@ def test_a_capture_that_fails_halfway_leaves_no_partial_tree(
 def test_a_write_error_becomes_a_clear_error_and_leaves_nothing(
     make_tree: Callable[[HostSpec], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from passthrough import capture as capture_module
+    from passthrough.capture import run as capture_module
 
     real_write = capture_module._Recorder.write
 

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from passthrough.capture import capture
+from passthrough.capture.run import capture
 from passthrough.host import HostTree
-from passthrough.inventory import scan
-from passthrough.treebuilder import HostSpec
+from passthrough.hosttrees.spec import HostSpec
+from passthrough.pci.scan import scan
 from tests.capture_hosts import (
     absolute_links,
     build_amd_server,
@@ -237,7 +237,7 @@ def test_an_unprivileged_capture_of_this_host_completes_with_what_it_can_read() 
     python = _interpreter_for_nobody()
     if python is None:
         pytest.skip("needs root, runuser and a Python 3.11 the user nobody can run")
-    code = "import sys; from passthrough.capture import capture; from passthrough.host import HostTree; " + (
+    code = "import sys; from passthrough.capture.run import capture; from passthrough.host import HostTree; " + (
         "capture(HostTree('/'), sys.argv[1])"
     )
     with tempfile.TemporaryDirectory() as shared:  # pytest's tmp_path is closed to other users

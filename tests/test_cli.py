@@ -254,7 +254,7 @@ def test_capture_json_summarises_what_was_recorded(make_tree, tmp_path):
 
 
 def test_functions_outside_every_group_are_listed_apart(make_tree):
-    from passthrough.treebuilder import FunctionSpec, HostSpec
+    from passthrough.hosttrees.spec import FunctionSpec, HostSpec
 
     spec = HostSpec(
         functions=[

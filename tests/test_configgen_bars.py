@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from passthrough.configgen import build_spec, generate
 from passthrough.configgen.layout import GIB, KIB, MIB, read_bars
-from passthrough.inventory import scan
-from passthrough.treebuilder import FunctionSpec, HostSpec
+from passthrough.hosttrees.spec import FunctionSpec, HostSpec
+from passthrough.pci.scan import scan
 from tests.configgen_support import PEERS
 
 CAPTURES = PEERS / "hwloc-linux-sysfs-captures"

@@ -23,11 +23,12 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from passthrough import pciids
 from passthrough.configgen import GeneratedConfig, VmSpec, build_spec, generate
 from passthrough.configgen.qemu import arguments
-from passthrough.inventory import Inventory, scan
-from passthrough.treebuilder import write_tree
+from passthrough.hosttrees.tree import write_tree
+from passthrough.pci import pciids
+from passthrough.pci.model import Inventory
+from passthrough.pci.scan import scan
 from tests.configgen_support import desktop, hostdevs, virt_xml_validate
 from tests.qemu_argv_support import run_qemu_script, script_argv
 

@@ -29,8 +29,9 @@ from pathlib import Path
 import pytest
 
 from passthrough.configgen import build_spec, generate
-from passthrough.inventory import Inventory, scan
-from passthrough.treebuilder import FunctionSpec, HostSpec
+from passthrough.hosttrees.spec import FunctionSpec, HostSpec
+from passthrough.pci.model import Inventory
+from passthrough.pci.scan import scan
 from tests.configgen_support import MACHINES, PEERS, hostdev_partition, hostdevs, virt_xml_validate
 from tests.qemu_argv_support import command_argv, guest_slot_partition, script_argv, vfio_devices
 

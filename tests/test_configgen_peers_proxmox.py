@@ -31,11 +31,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from passthrough.address import PciAddress
 from passthrough.configgen import build_spec, generate
 from passthrough.errors import InvalidAddress
-from passthrough.inventory import Inventory, scan
-from passthrough.treebuilder import FunctionSpec, HostSpec
+from passthrough.hosttrees.spec import FunctionSpec, HostSpec
+from passthrough.pci.address import PciAddress
+from passthrough.pci.model import Inventory
+from passthrough.pci.scan import scan
 from tests.configgen_support import MACHINES, PEERS, conf_value, hostpci_entries
 from tests.qemu_argv_support import command_argv, guest_slot_partition, script_argv, vfio_devices
 
@@ -123,7 +124,7 @@ def test_every_peer_case_is_compared_or_says_why_not():
 
 @pytest.fixture(scope="module")
 def inventory(tmp_path_factory) -> Inventory:
-    from passthrough.treebuilder import write_tree
+    from passthrough.hosttrees.tree import write_tree
 
     root = tmp_path_factory.mktemp("proxmox-mock")
     write_tree(mocked_host(), root)

@@ -7,8 +7,9 @@ import re
 import pytest
 
 from passthrough.configgen import ConfigError, build_spec, generate
-from passthrough.inventory import Inventory, scan
-from passthrough.treebuilder import FunctionSpec, HostSpec
+from passthrough.hosttrees.spec import FunctionSpec, HostSpec
+from passthrough.pci.model import Inventory
+from passthrough.pci.scan import scan
 from tests.configgen_support import conf_value, desktop_with_quad_nic, hostpci_entries
 
 

@@ -1,6 +1,6 @@
 """All five targets for every viable GPU group of every machine in the real-world catalogue.
 
-``passthrough.realworld`` builds each machine from the listings its owner published; for
+``passthrough.hosttrees.realworld`` builds each machine from the listings its owner published; for
 each IOMMU group that is viable and holds a display function we pick its display functions,
 as a user would, and generate every target: the same functions come out of each, the
 libvirt file validates, and the location paths follow the topology.
@@ -14,11 +14,12 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from passthrough import realworld
 from passthrough.configgen import TARGETS, build_spec, generate
 from passthrough.configgen.hyperv import location_path
-from passthrough.inventory import Inventory, scan
-from passthrough.treebuilder import write_tree
+from passthrough.hosttrees import realworld
+from passthrough.hosttrees.tree import write_tree
+from passthrough.pci.model import Inventory
+from passthrough.pci.scan import scan
 from tests.configgen_support import hostdevs, hostpci_entries, virt_xml_validate
 from tests.qemu_argv_support import script_argv, vfio_devices
 

@@ -7,8 +7,9 @@ import pytest
 from passthrough.configgen import ConfigError, PassedDevice, VmSpec, build_spec, generate
 from passthrough.configgen.layout import guest_slots
 from passthrough.errors import InvalidAddress, UnknownDevice
-from passthrough.inventory import Inventory, scan
-from passthrough.treebuilder import FunctionSpec
+from passthrough.hosttrees.spec import FunctionSpec
+from passthrough.pci.model import Inventory
+from passthrough.pci.scan import scan
 from tests.configgen_support import MACHINES, desktop
 
 

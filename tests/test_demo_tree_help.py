@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from passthrough import realworld
+from passthrough.hosttrees import realworld
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -14,7 +14,7 @@ def test_demo_tree_help_lists_every_machine_with_a_line_about_it():
     result = subprocess.run(
         [sys.executable, "manage.py", "demo_tree", "--help"], cwd=REPO, capture_output=True, text=True, check=True
     )
-    listing = result.stdout.split("machines (published hardware, from passthrough/realworld.py):\n", 1)[1]
+    listing = result.stdout.split("machines (published hardware, from passthrough/hosttrees/realworld.py):\n", 1)[1]
     described: dict[str, str] = {}
     for line in listing.splitlines():
         if re.match(r"  \S", line):  # a machine's line; a description's next lines are indented further

@@ -7,9 +7,9 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 
-from passthrough.inventory import scan
+from passthrough.hosttrees.tree import write_tree
 from passthrough.kerneldouble import KernelDouble
-from passthrough.treebuilder import write_tree
+from passthrough.pci.scan import scan
 from tests.test_jobs_worker import gpu_host
 from webui.audit.models import AuditEvent, verify_chain
 from webui.hosts.snapshots import take_snapshot, this_host

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
+from passthrough.hosttrees.tree import write_tree
 from passthrough.kerneldouble import KernelDouble
 from passthrough.ops.persist import RULES_FILE, persisted_bindings
-from passthrough.treebuilder import write_tree
 from tests.kernelhosts import GT710, GTX1080TI, GTX1080TI_AUDIO, tree_digest, x570
 from tests.test_ops_persist import DEBIAN, EXPECTED_DIFF, debian_files
 from webui.audit.models import AuditEvent, verify_chain

@@ -5,9 +5,9 @@ import os
 import pytest
 
 from passthrough.host import HostTree
-from passthrough.hostcritical import console_on, default_route_nics, find_host_critical, root_filesystem_controllers
-from passthrough.inventory import scan
-from passthrough.treebuilder import FunctionSpec, HostSpec
+from passthrough.hosttrees.spec import FunctionSpec, HostSpec
+from passthrough.pci.hostcritical import console_on, default_route_nics, find_host_critical, root_filesystem_controllers
+from passthrough.pci.scan import scan
 
 IGPU = FunctionSpec("0000:00:02.0", "8086", "3e92", "030000", driver="i915", iommu_group=0, boot_vga=True)
 DGPU = FunctionSpec("0000:01:00.0", "10de", "1d01", "030000", driver="nouveau", iommu_group=2, boot_vga=False)

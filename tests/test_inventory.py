@@ -6,8 +6,9 @@ import os
 import pytest
 
 from passthrough.host import HostTree
-from passthrough.inventory import Inventory, scan
-from passthrough.treebuilder import FunctionSpec, HostSpec
+from passthrough.hosttrees.spec import FunctionSpec, HostSpec
+from passthrough.pci.model import Inventory
+from passthrough.pci.scan import scan
 
 GPU_HOST = HostSpec(
     functions=[

@@ -1,7 +1,7 @@
 """Group verdicts: what vfio will accept, and what a person must know before trying."""
 
-from passthrough.inventory import scan
-from passthrough.treebuilder import FunctionSpec, HostSpec
+from passthrough.hosttrees.spec import FunctionSpec, HostSpec
+from passthrough.pci.scan import scan
 
 ROOT_PORT = FunctionSpec("0000:00:01.0", "8086", "1901", "060400", driver="pcieport", iommu_group=2)
 

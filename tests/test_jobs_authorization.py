@@ -7,9 +7,9 @@ import datetime
 import pytest
 from django.utils import timezone
 
-from passthrough.inventory import scan
+from passthrough.hosttrees.tree import write_tree
 from passthrough.kerneldouble import KernelDouble
-from passthrough.treebuilder import write_tree
+from passthrough.pci.scan import scan
 from tests.test_jobs_worker import gpu_host
 from tests.web_support import signed_in
 from tests.worker_support import operator_named, requires_redis, wait_for_job

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from kombu import Connection, Exchange, Producer
 
-from passthrough.treebuilder import write_tree
+from passthrough.hosttrees.tree import write_tree
 from tests.test_jobs_worker import gpu_host
 from tests.worker_support import redis_url, requires_redis
 from webui.audit.models import AuditEvent, RefusalBurst

@@ -15,10 +15,10 @@ import time
 
 import pytest
 
-from passthrough.inventory import scan
+from passthrough.hosttrees.tree import write_tree
 from passthrough.kerneldouble import KernelDouble
 from passthrough.kerneldouble.faults import hang
-from passthrough.treebuilder import write_tree
+from passthrough.pci.scan import scan
 from tests.test_jobs_worker import gpu_host
 from tests.worker_support import operator_named, requires_redis, wait_for_job
 from webui.audit.models import AuditEvent, verify_chain

@@ -7,8 +7,8 @@ import pytest
 from django.urls import reverse
 
 from passthrough.host import HostTree
+from passthrough.hosttrees.tree import write_tree
 from passthrough.ops.persist import RULES_FILE, persisted_bindings
-from passthrough.treebuilder import write_tree
 from tests.kernelhosts import GT710, GT710_AUDIO, x570
 from tests.test_ops_persist import debian_files
 from tests.web_support import signed_in

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from passthrough.inventory import scan
-from passthrough.treebuilder import FunctionSpec, HostSpec, write_tree
+from passthrough.hosttrees.spec import FunctionSpec, HostSpec
+from passthrough.hosttrees.tree import write_tree
+from passthrough.pci.scan import scan
 from tests.worker_support import operator_named, point_broker, requires_redis, wait_for_job
 from webui.audit.models import AuditEvent, verify_chain
 from webui.hosts.models import Host
@@ -106,7 +107,7 @@ def test_a_bind_that_fails_on_the_second_function_rolls_both_back(start_worker, 
 def test_one_job_at_a_time_per_group(start_worker, tmp_path):
     from passthrough.kerneldouble import KernelDouble
     from passthrough.kerneldouble.faults import hang
-    from webui.jobs.service import JobRefused
+    from webui.jobs.closing import JobRefused
 
     root = write_tree(gpu_host(), tmp_path / "host")
     KernelDouble(root, faults=[hang("sys/bus/pci/drivers_probe", 2.0, times=1)])

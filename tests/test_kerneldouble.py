@@ -11,9 +11,9 @@ import time
 import pytest
 
 from passthrough.errors import SysfsWriteError
-from passthrough.inventory import scan
+from passthrough.hosttrees.spec import FunctionSpec, HostSpec
 from passthrough.kerneldouble import KernelDouble, bound_to, faults, vfio_group_nodes
-from passthrough.treebuilder import FunctionSpec, HostSpec
+from passthrough.pci.scan import scan
 from tests.kernelhosts import GT710, GTX1080TI, GTX1080TI_AUDIO, NVME, sriov_host, tree_digest, x570
 
 GPU, AUDIO = GTX1080TI.address, GTX1080TI_AUDIO.address

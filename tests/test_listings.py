@@ -5,9 +5,10 @@ import subprocess
 
 import pytest
 
-from passthrough import listings
-from passthrough.listings import ListedFunction, ListingError
-from passthrough.treebuilder import write_tree
+from passthrough.errors import ListingError
+from passthrough.hosttrees import listings
+from passthrough.hosttrees.listed import ListedFunction
+from passthrough.hosttrees.tree import write_tree
 from tests.realworld_support import needs_shared_fixtures, source
 
 pytestmark = needs_shared_fixtures

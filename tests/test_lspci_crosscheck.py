@@ -10,9 +10,9 @@ import subprocess
 
 import pytest
 
-from passthrough import realworld
-from passthrough.inventory import scan
-from passthrough.listings import parse_lspci
+from passthrough.hosttrees import realworld
+from passthrough.hosttrees.listings import parse_lspci
+from passthrough.pci.scan import scan
 from tests.realworld_support import HWLOC_CAPTURES, hwloc_capture, procfs_tree, tree
 
 pytestmark = pytest.mark.skipif(shutil.which("lspci") is None, reason="pciutils (lspci) is not installed")

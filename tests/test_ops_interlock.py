@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import pytest
 
-from passthrough.inventory import scan
+from passthrough.hosttrees.spec import FunctionSpec, HostSpec
 from passthrough.kerneldouble import KernelDouble
 from passthrough.ops import (
     SUCCEEDED,
@@ -27,7 +27,7 @@ from passthrough.ops import (
 )
 from passthrough.ops.interlock import BIND, BIND_AT_BOOT, RESET, SET_SRIOV_VFS
 from passthrough.ops.persist import apply_persist_binding, plan_persist_binding
-from passthrough.treebuilder import FunctionSpec, HostSpec
+from passthrough.pci.scan import scan
 from tests.kernelhosts import GT710, GT710_AUDIO, I211, NVME, SRIOV_PORTS, sriov_host, tree_digest, x570
 
 BOOT_GPU = GT710.address

@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import re
 
+from passthrough.hosttrees.spec import FunctionSpec, HostSpec
 from passthrough.kerneldouble import KernelDouble
 from passthrough.ops.modules import module_of
 from passthrough.ops.persist import MODPROBE_FILE, apply_persist_binding, plan_persist_binding
-from passthrough.treebuilder import FunctionSpec, HostSpec
 
 # An RTX 2070 SUPER (TU104) with its HDMI audio, USB 3.1 host and USB Type-C UCSI functions.
 BRIDGE = FunctionSpec("0000:00:01.1", "1022", "1483", "060400", driver="pcieport", iommu_group=1)

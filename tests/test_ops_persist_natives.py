@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from passthrough.hosttrees.spec import FunctionSpec, HostSpec
+from passthrough.hosttrees.tree import write_tree
 from passthrough.kerneldouble import KernelDouble
 from passthrough.ops.persist import plan_persist_binding
-from passthrough.treebuilder import FunctionSpec, HostSpec, write_tree
 
 
 def test_a_function_that_had_no_driver_is_said_so_not_called_unknown(tmp_path):

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from passthrough.inventory import scan
+from passthrough.hosttrees.spec import FunctionSpec, HostSpec
 from passthrough.kerneldouble import KernelDouble, faults
 from passthrough.ops import (
     FAILED,
@@ -19,7 +19,7 @@ from passthrough.ops import (
     bind_vfio,
     reset,
 )
-from passthrough.treebuilder import FunctionSpec, HostSpec
+from passthrough.pci.scan import scan
 from tests.kernelhosts import GTX1080TI, GTX1080TI_AUDIO, sriov_host, threadripper, tree_digest, x570
 
 GPU, GPU_AUDIO = GTX1080TI.address, GTX1080TI_AUDIO.address

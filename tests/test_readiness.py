@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from passthrough.host import HostTree
+from passthrough.hosttrees.spec import HostSpec
 from passthrough.readiness import Check, is_ready, report, run_checks
 from passthrough.readiness.iommu import FIRMWARE_FIX
-from passthrough.treebuilder import HostSpec
 from tests.readiness_data import (
     DEBIAN_GRUB,
     DEBIAN_OS_RELEASE,

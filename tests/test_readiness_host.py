@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from passthrough.host import HostTree
+from passthrough.hosttrees.spec import HostSpec
 from passthrough.readiness import Check, run_checks
-from passthrough.treebuilder import HostSpec
 from tests.readiness_data import (
     ARCH_OS_RELEASE,
     DEBIAN_GRUB,

@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 
-from passthrough.address import PciAddress
-from passthrough.inventory import scan
-from passthrough.treebuilder import FunctionSpec, HostSpec
+from passthrough.hosttrees.spec import FunctionSpec, HostSpec
+from passthrough.pci.address import PciAddress
+from passthrough.pci.scan import scan
 from tests.realworld_support import HWLOC, HWLOC_CAPTURES, hwloc_capture
 
 needs_hwloc = pytest.mark.skipif(not HWLOC_CAPTURES, reason=f"no hwloc captures under {HWLOC}")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from passthrough import listings, realworld
 from passthrough.host import HostTree
-from passthrough.inventory import scan
-from passthrough.realworld import HostContext
+from passthrough.hosttrees import listings, realworld
+from passthrough.hosttrees.realworld import HostContext
+from passthrough.pci.scan import scan
 from tests import realworld_support as support
 from tests.realworld_support import REALWORLD, inventory, tree
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from passthrough.inventory import scan
+from passthrough.hosttrees.spec import FunctionSpec, HostSpec
+from passthrough.hosttrees.tree import write_tree
 from passthrough.kerneldouble import KernelDouble
-from passthrough.treebuilder import FunctionSpec, HostSpec, write_tree
+from passthrough.pci.scan import scan
 from tests.test_jobs_worker import gpu_host
 from webui.audit.models import AuditEvent
 from webui.hosts.snapshots import take_snapshot, this_host

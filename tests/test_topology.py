@@ -6,11 +6,12 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from bench.synthetic import GEN4, build_synthetic_host
-from passthrough import realworld
-from passthrough.inventory import scan
+from passthrough.hosttrees import realworld
+from passthrough.hosttrees.spec import FunctionSpec, HostSpec
+from passthrough.hosttrees.tree import write_tree
+from passthrough.pci.scan import scan
 from passthrough.topology import PALETTE, build_rows, group_colors, render_svg
 from passthrough.topology.legend import LEGEND_MAX_GROUPS
-from passthrough.treebuilder import FunctionSpec, HostSpec, write_tree
 
 SVG = "{http://www.w3.org/2000/svg}"
 

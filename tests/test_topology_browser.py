@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from bench.synthetic import build_synthetic_host
-from passthrough import realworld
-from passthrough.treebuilder import HostSpec
+from passthrough.hosttrees import realworld
+from passthrough.hosttrees.spec import HostSpec
 from tests.browser_support import chromium, requires_chromium
 from tests.web_support import PASSWORD, make_user, snapshot_host
 

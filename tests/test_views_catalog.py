@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from passthrough import readiness, realworld
-from passthrough.inventory import Inventory, scan
-from passthrough.treebuilder import write_tree
+from passthrough import readiness
+from passthrough.hosttrees import realworld
+from passthrough.hosttrees.tree import write_tree
+from passthrough.pci.model import Inventory
+from passthrough.pci.scan import scan
 from webui.wizard.catalog import (
     NEEDS_CONFIRMATION,
     NOT_VIABLE,

@@ -217,7 +217,7 @@ def test_a_1024_function_host_lists_every_group_with_every_member_on_one_page(db
 
 @pytest.fixture
 def e810(db, tmp_path):
-    from passthrough import realworld
+    from passthrough.hosttrees import realworld
     from tests.web_support import snapshot_host
 
     host, _ = snapshot_host("e810", realworld.prometheus_e810(numvfs=2), tmp_path / "e810")
@@ -235,7 +235,7 @@ def test_a_device_under_its_host_driver_is_not_offered_a_reset(duo, operator_cli
 
 @pytest.fixture
 def vfio_gpu(db, tmp_path):
-    from passthrough.treebuilder import FunctionSpec, HostSpec
+    from passthrough.hosttrees.spec import FunctionSpec, HostSpec
     from tests.web_support import snapshot_host
 
     spec = HostSpec(
@@ -269,7 +269,7 @@ def test_an_unlisted_reset_method_is_refused_in_words(vfio_gpu, operator_client,
 
 def gpu_beside_its_audio(tmp_path, methods: list[str]):
     """A GPU on vfio-pci with its HDMI audio function on the same bus, behind one root port."""
-    from passthrough.treebuilder import FunctionSpec, HostSpec
+    from passthrough.hosttrees.spec import FunctionSpec, HostSpec
     from tests.web_support import snapshot_host
 
     spec = HostSpec(

@@ -14,8 +14,8 @@ from django.urls import reverse
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from passthrough import realworld
-from passthrough.treebuilder import write_tree
+from passthrough.hosttrees import realworld
+from passthrough.hosttrees.tree import write_tree
 from tests.test_jobs_bad_input import tree_fingerprint
 from tests.web_support import DUO_CHIPSET_GROUP, DUO_GPU, DUO_NVME_GROUP, make_user, signed_in
 from tests.worker_support import requires_redis

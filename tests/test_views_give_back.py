@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import reverse
 
-from passthrough.treebuilder import FunctionSpec, HostSpec
+from passthrough.hosttrees.spec import FunctionSpec, HostSpec
 from tests.web_support import DUO_NVME, DUO_NVME_GROUP, snapshot_host  # noqa: E402
 from webui.jobs.models import Job, State
 

@@ -8,7 +8,7 @@ import pytest
 from django.urls import reverse
 from django.utils.html import escape
 
-from passthrough import realworld
+from passthrough.hosttrees import realworld
 from passthrough.ops import judge
 from passthrough.ops.interlock import RESET, SET_SRIOV_VFS
 from tests.kernelhosts import GT710, GT710_AUDIO, x570

@@ -158,9 +158,9 @@ def test_an_unknown_job_is_404(db, viewer_client):
 @pytest.mark.worker
 def test_a_bind_from_the_groups_page_runs_on_the_worker_and_the_pages_show_vfio(start_worker, tmp_path):
     """The whole path through a real worker: the page's button, the job page, the fresh snapshot."""
-    from passthrough import realworld
-    from passthrough.inventory import scan
-    from passthrough.treebuilder import write_tree
+    from passthrough.hosttrees import realworld
+    from passthrough.hosttrees.tree import write_tree
+    from passthrough.pci.scan import scan
     from tests.web_support import make_user, signed_in
     from tests.worker_support import wait_for_job
     from webui.accounts.roles import OPERATOR

@@ -6,7 +6,7 @@ import re
 
 from django.urls import reverse
 
-from passthrough import realworld
+from passthrough.hosttrees import realworld
 from tests.web_support import no_iommu_host, snapshot_host  # noqa: E402
 from webui.jobs.models import Job
 

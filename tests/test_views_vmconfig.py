@@ -8,10 +8,10 @@ import re
 import pytest
 from django.urls import reverse
 
-from passthrough import realworld
 from passthrough.configgen import TARGETS, build_spec, generate
-from passthrough.inventory import scan
-from passthrough.treebuilder import write_tree
+from passthrough.hosttrees import realworld
+from passthrough.hosttrees.tree import write_tree
+from passthrough.pci.scan import scan
 from tests.web_support import DUO_CHIPSET_GROUP, DUO_GPU, DUO_NVME, snapshot_host  # noqa: E402
 from webui.wizard.forms import VmConfigForm
 

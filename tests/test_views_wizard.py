@@ -47,7 +47,7 @@ def test_home_is_the_wizard_until_a_device_is_passed_through(duo, viewer_client)
 
 
 def test_home_is_the_dashboard_once_a_function_is_on_vfio(db, viewer_client, tmp_path):
-    from passthrough import realworld
+    from passthrough.hosttrees import realworld
 
     spec = realworld.asokolsky_duo()
     for function in spec.functions:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from passthrough.realworld import asokolsky_duo
-from passthrough.treebuilder import write_tree
+from passthrough.hosttrees.realworld import asokolsky_duo
+from passthrough.hosttrees.tree import write_tree
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,6 +1,6 @@
 """Helpers for the page tests: named users in each role, a host with a real-world snapshot.
 
-The host is the asokolsky "duo" machine from passthrough.realworld (a GT 1030 with its
+The host is the asokolsky "duo" machine from passthrough.hosttrees.realworld (a GT 1030 with its
 HDMI audio in IOMMU group 2, the root NVMe host-critical in group 14), laid out as a
 tree and scanned the way a worker does, so pages render what a real snapshot holds.
 """
@@ -15,9 +15,10 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from passthrough import realworld
 from passthrough.host import HostTree
-from passthrough.treebuilder import FunctionSpec, HostSpec, write_tree
+from passthrough.hosttrees import realworld
+from passthrough.hosttrees.spec import FunctionSpec, HostSpec
+from passthrough.hosttrees.tree import write_tree
 from webui.accounts.roles import OPERATOR, VIEWER, set_role
 from webui.hosts.models import Host, Snapshot
 from webui.hosts.snapshots import take_snapshot

@@ -14,11 +14,12 @@ import errno as errnos
 import os
 import shutil
 
-from passthrough.address import PciAddress
 from passthrough.host import IOMMU_GROUPS, PCI_DEVICES
+from passthrough.hosttrees.spec import FunctionSpec, HostSpec
+from passthrough.hosttrees.tree import write_function
 from passthrough.kerneldouble.modules import Modules
 from passthrough.kerneldouble.pci import KernelRefused, PciCore, link, unlink, write_file
-from passthrough.treebuilder import FunctionSpec, HostSpec, write_function
+from passthrough.pci.address import PciAddress
 
 # The VF driver of each PF driver, as the kernel's modules pair them.
 VF_DRIVERS = {

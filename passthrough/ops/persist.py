@@ -23,10 +23,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from passthrough import bootconfig
+from passthrough.boot import loader as bootconfig
+from passthrough.boot.cmdline import validate as validate_parameters
 from passthrough.host import HostTree
-from passthrough.inventory import scan
-from passthrough.kernelcmdline import validate as validate_parameters
 from passthrough.ops.commands import RunCommand, runner_for
 from passthrough.ops.errors import BootConfigUnsupported, FileChangedSinceApply, InvalidRequest
 from passthrough.ops.files import (
@@ -50,6 +49,7 @@ from passthrough.ops.validate import (
     require_endpoints,
     require_group,
 )
+from passthrough.pci.scan import scan
 
 RULES_FILE = "etc/udev/rules.d/90-passthrough-wizard-vfio.rules"
 MODPROBE_FILE = "etc/modprobe.d/passthrough-wizard-vfio.conf"

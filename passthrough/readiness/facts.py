@@ -10,11 +10,11 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from passthrough.bootconfig import Bootloader, CmdlineEdit, cmdline_edit, detect_bootloader
-from passthrough.distro import Distro, detect_distro
+from passthrough.boot.cmdline import KernelCmdline
+from passthrough.boot.distro import Distro, detect_distro
+from passthrough.boot.initramfs import InitramfsTool, detect_initramfs_tool
+from passthrough.boot.loader import Bootloader, CmdlineEdit, cmdline_edit, detect_bootloader
 from passthrough.host import IOMMU_CLASS, IOMMU_GROUPS, HostTree
-from passthrough.initramfs import InitramfsTool, detect_initramfs_tool
-from passthrough.kernelcmdline import KernelCmdline
 
 _IOMMU_LOG = re.compile(r"DMAR|AMD-Vi|IVRS|IOMMU|iommu")
 LOG_LINES_SHOWN = 12

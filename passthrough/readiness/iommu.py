@@ -12,9 +12,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from passthrough.boot.cmdline import Param
 from passthrough.evidence import Evidence
 from passthrough.host import IOMMU_CLASS, IOMMU_GROUPS
-from passthrough.kernelcmdline import Param
 from passthrough.readiness.check import Check
 from passthrough.readiness.cpu import VIOMMU_FIX
 from passthrough.readiness.facts import LOG_LINES_SHOWN, HostFacts

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from passthrough.boot.initramfs import early_load_edit, module_key, module_load_edit
 from passthrough.evidence import Evidence
-from passthrough.initramfs import early_load_edit, module_key, module_load_edit
 from passthrough.readiness.check import Check
 from passthrough.readiness.facts import HostFacts
 

@@ -19,11 +19,11 @@ from typing import Any
 
 from django.core.management.base import CommandError
 
-from passthrough.address import PciAddress
+from passthrough.boot.cmdline import validate as validate_kernel_parameters
 from passthrough.errors import PassthroughError
-from passthrough.kernelcmdline import validate as validate_kernel_parameters
 from passthrough.ops.persist import UNDOABLE
 from passthrough.ops.validate import parse_driver_name
+from passthrough.pci.address import PciAddress
 from webui.hosts.snapshots import this_host
 from webui.jobs.models import Action, Job, State
 

@@ -4,7 +4,7 @@ scripts/run --demo uses it: the worker then reads DEST with the kernel double in
 (PASSTHROUGH_KERNEL=double), so every page and every job works without passthrough
 hardware. An existing tree is kept, so what a demo user did (a bound GPU) survives a
 restart the way it would on a host until its next reboot; --fresh starts over.
-`--help` lists every machine of passthrough.realworld with a line about each.
+`--help` lists every machine of passthrough.hosttrees.realworld with a line about each.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser, DjangoHelpFormatter
 
-from passthrough import realworld
-from passthrough.treebuilder import write_tree
+from passthrough.hosttrees import realworld
+from passthrough.hosttrees.tree import write_tree
 
 DEFAULT_MACHINE = "asokolsky-duo"
 
@@ -63,7 +63,7 @@ def machine_list(columns: int = 100) -> str:
         )
         for name in realworld.MACHINES
     ]
-    return "machines (published hardware, from passthrough/realworld.py):\n" + "\n".join(lines)
+    return "machines (published hardware, from passthrough/hosttrees/realworld.py):\n" + "\n".join(lines)
 
 
 class _HelpFormatter(DjangoHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -71,7 +71,7 @@ class _HelpFormatter(DjangoHelpFormatter, argparse.RawDescriptionHelpFormatter):
 
 
 class Command(BaseCommand):
-    help = "Write a real-world machine from passthrough.realworld as a host tree (for scripts/run --demo)."
+    help = "Write a real-world machine from passthrough.hosttrees.realworld as a host tree (for scripts/run --demo)."
 
     def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
         return super().create_parser(prog_name, subcommand, formatter_class=_HelpFormatter, epilog=machine_list())

@@ -4,7 +4,7 @@ vfio-pci must claim a GPU before its own driver does, so it has to load from the
 initramfs: ``/etc/initramfs-tools/modules`` (Debian, Ubuntu, Proxmox VE),
 ``force_drivers+=`` in ``/etc/dracut.conf.d/*.conf`` (Fedora, RHEL, openSUSE) or
 ``MODULES=(...)`` in ``/etc/mkinitcpio.conf`` (Arch). Nothing here writes: edits are
-:class:`~passthrough.fileedit.FileEdit` plans.
+:class:`~passthrough.boot.fileedit.FileEdit` plans.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from passthrough.distro import Distro, detect_distro, tool_path
+from passthrough.boot.distro import Distro, detect_distro, tool_path
+from passthrough.boot.fileedit import FileEdit
 from passthrough.evidence import Evidence, host_path
-from passthrough.fileedit import FileEdit
 from passthrough.host import HostTree
 
 

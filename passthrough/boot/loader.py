@@ -4,7 +4,7 @@
 ``LoaderInfo`` EFI variable, ``etc/kernel/proxmox-boot-uuids``) and configuration files
 second. :func:`cmdline_edit` turns "add ``intel_iommu=on``" into the exact edit for this
 host: the file's text before and after, and the command that applies it. It writes nothing.
-The initramfs side lives in :mod:`passthrough.initramfs` and is re-exported here.
+The initramfs side lives in :mod:`passthrough.boot.initramfs` and is re-exported here.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from passthrough import cmdlinefiles as files
-from passthrough.distro import PROXMOX_BOOT_UUIDS, Distro, detect_distro, tool_path
+from passthrough.boot import cmdlinefiles as files
+from passthrough.boot.cmdline import validate
+from passthrough.boot.distro import PROXMOX_BOOT_UUIDS, Distro, detect_distro, tool_path
+from passthrough.boot.fileedit import FileEdit
+from passthrough.boot.initramfs import InitramfsTool, detect_initramfs_tool, early_load_edit, module_load_edit, read_raw
 from passthrough.evidence import Evidence, host_path
-from passthrough.fileedit import FileEdit
 from passthrough.host import HostTree
-from passthrough.initramfs import InitramfsTool, detect_initramfs_tool, early_load_edit, module_load_edit, read_raw
-from passthrough.kernelcmdline import validate
 
 __all__ = [
     "Bootloader",

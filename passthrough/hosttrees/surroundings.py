@@ -1,6 +1,6 @@
 """What a host tree holds besides its PCI functions: proc files, disks, network, consoles.
 
-:func:`~passthrough.treebuilder.write_tree` calls these after laying out the functions:
+:func:`~passthrough.hosttrees.tree.write_tree` calls these after laying out the functions:
 ``proc/`` (cpuinfo, cmdline, modules, interrupts, mounts), block devices and network
 interfaces under the functions that drive them (with the root filesystem's mount and the
 default route), and the graphics console with its framebuffer and vtconsoles, so the
@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 
-from passthrough.address import PciAddress
-from passthrough.treebuilder import GRAPHICS_CONSOLES, HostSpec, relative_link, write_file
+from passthrough.hosttrees.files import relative_link, write_file
+from passthrough.hosttrees.spec import GRAPHICS_CONSOLES, HostSpec
+from passthrough.pci.address import PciAddress
 
 
 def _cpuinfo(spec: HostSpec) -> str:

@@ -13,8 +13,8 @@ The tree follows the layout of DESIGN.md. What it records, and why so little:
 Never read: BAR files (``resourceN``: reading one touches device memory), ROMs, VPD (it
 can block for seconds and holds serial numbers), efivar contents (but for systemd-boot's
 ``LoaderInfo``, the loader's name and version), anything outside the lists of
-:mod:`passthrough.capture_sysfs` and :mod:`passthrough.capture_files`, which record
-each area; :mod:`passthrough.capture_recorder` copies each path. Symlinks stay relative,
+:mod:`passthrough.capture.sysfs` and :mod:`passthrough.capture.files`, which record
+each area; :mod:`passthrough.capture.recorder` copies each path. Symlinks stay relative,
 so the tree can be moved. The tree is written into a temporary sibling of ``dest`` and
 renamed at the end: a failed capture leaves nothing.
 """
@@ -27,57 +27,16 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from passthrough.capture_files import FileRecording
-from passthrough.capture_sysfs import SysfsRecording
+from passthrough.capture.files import FileRecording
+from passthrough.capture.summary import CaptureSummary
+from passthrough.capture.sysfs import SysfsRecording
 from passthrough.errors import NotAHostTree, PassthroughError
 from passthrough.host import HostTree
 
-NEVER_RECORDED = (
-    "BAR files (resourceN), expansion ROMs, VPD, pcie_bw, serial_number and unique_id of PCI functions; "
-    "efivar contents (names only) except systemd-boot's LoaderInfo (the loader's name and version); "
-    "write-only attributes other than reset and driver_override (recorded empty); "
-    "anything outside the lists in passthrough/capture_sysfs.py and passthrough/capture_files.py"
-)
-
 Progress = Callable[[str], None]
-
-
-@dataclass
-class SkippedPath:
-    path: str
-    reason: str
-
-
-@dataclass
-class CaptureSummary:
-    dest: str
-    source: str
-    captured_at: str
-    hostname: str | None = None
-    kernel: str | None = None
-    tool_version: str | None = None
-    privileged: bool = False  # ran as root: full config space, /boot/efi and dmesg were readable
-    functions: int = 0
-    groups: int = 0
-    files: int = 0
-    links: int = 0
-    skipped: list[SkippedPath] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def skip(self, path: str, reason: str) -> None:
-        self.skipped.append(SkippedPath(path, reason))
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["format"] = "passthrough-wizard host tree"
-        data["tool"] = "passthrough-wizard"
-        data["never_recorded"] = NEVER_RECORDED
-        return data
 
 
 def capture(source: HostTree, dest: str | os.PathLike[str], *, progress: Progress | None = None) -> CaptureSummary:
@@ -165,7 +124,7 @@ def _tool_version() -> str | None:
     import tomllib
 
     try:
-        with open(Path(__file__).resolve().parent.parent / "pyproject.toml", "rb") as handle:
+        with open(Path(__file__).resolve().parents[2] / "pyproject.toml", "rb") as handle:
             return tomllib.load(handle)["project"]["version"]
     except (OSError, KeyError, tomllib.TOMLDecodeError):
         return None

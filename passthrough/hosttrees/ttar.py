@@ -1,7 +1,7 @@
 """ttar, the plain-text tar of prometheus/procfs' sysfs fixtures: read it and lay it out.
 
 The packaged fixture (:func:`ttar_bytes`) holds an E810 with SR-IOV under
-``sys/devices``; :func:`passthrough.realworld.prometheus_e810` builds a host from its
+``sys/devices``; :func:`passthrough.hosttrees.realworld.prometheus_e810` builds a host from its
 attributes, and the tests unpack it whole as a real sysfs tree.
 """
 
@@ -12,7 +12,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 FIXTURE = os.path.join(
-    os.path.dirname(__file__), "data", "realworld", "prometheus-procfs-fixtures", "fixtures.pci-subset.ttar"
+    os.path.dirname(os.path.dirname(__file__)),
+    "data",
+    "realworld",
+    "prometheus-procfs-fixtures",
+    "fixtures.pci-subset.ttar",
 )
 
 

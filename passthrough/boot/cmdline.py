@@ -4,7 +4,7 @@ The kernel splits ``/proc/cmdline`` at spaces outside double quotes
 (``vfio-pci.ids="1002:aaf8,1002:687f"`` is one parameter), treats ``-`` and ``_`` in a
 parameter name as the same character (``vfio-pci.ids`` is ``vfio_pci.ids``) and hands
 everything after a lone ``--`` to init. Boot-loader files hold the same words, so the
-editors in :mod:`passthrough.cmdlinefiles` edit them with :func:`edit_words`.
+editors in :mod:`passthrough.boot.cmdlinefiles` edit them with :func:`edit_words`.
 """
 
 from __future__ import annotations

@@ -1,23 +1,20 @@
 """From a pasted listing to a host tree's description: bus topology and the HostSpec.
 
 :func:`build_host_spec` turns a group listing (and, optionally, an lspci listing of the
-same host) read by :mod:`passthrough.listings` into a
-:class:`~passthrough.treebuilder.HostSpec`, so a pasted listing can be laid out as a
-host tree and judged by :func:`passthrough.inventory.scan`. Listings never say which
+same host) read by :mod:`passthrough.hosttrees.listings` into a
+:class:`~passthrough.hosttrees.spec.HostSpec`, so a pasted listing can be laid out as a
+host tree and judged by :func:`passthrough.pci.scan.scan`. Listings never say which
 bridge opens which bus; :func:`infer_topology` numbers them as firmware does.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
-from passthrough.address import PciAddress
 from passthrough.errors import InvalidAddress, ListingError
-from passthrough.treebuilder import FunctionSpec, HostSpec
-
-if TYPE_CHECKING:  # only for annotations: listings imports this module to re-export its names
-    from passthrough.listings import ListedFunction
+from passthrough.hosttrees.listed import ListedFunction
+from passthrough.hosttrees.spec import FunctionSpec, HostSpec
+from passthrough.pci.address import PciAddress
 
 
 @dataclass

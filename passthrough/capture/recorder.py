@@ -2,7 +2,7 @@
 
 :class:`Recorder` copies chosen parts of a source tree into a staging directory at the
 same relative paths. It decides nothing about *what* is recorded (that is the lists in
-:mod:`passthrough.capture_sysfs` and :mod:`passthrough.capture_files`), only *how*:
+:mod:`passthrough.capture.sysfs` and :mod:`passthrough.capture.files`), only *how*:
 reads are capped and never block on a FIFO, symlinks are recorded at their real place
 with relative text, nothing leading outside the source root is followed, and every
 path that could not be recorded is named in the summary with the reason.
@@ -11,12 +11,9 @@ path that could not be recorded is named in the summary with the reason.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
+from passthrough.capture.summary import CaptureSummary
 from passthrough.host import HostTree
-
-if TYPE_CHECKING:
-    from passthrough.capture import CaptureSummary
 
 ATTRIBUTE_LIMIT = 64 * 1024
 

@@ -2,7 +2,7 @@
 
 Each function reads verbatim copies under ``passthrough/data/realworld/<source>/`` (the
 folder's PROVENANCE.txt says where they come from) and returns that machine's
-:class:`~passthrough.treebuilder.HostSpec`. Tests hold the inventory and group verdicts
+:class:`~passthrough.hosttrees.spec.HostSpec`. Tests hold the inventory and group verdicts
 to what the sources show; the demo mode offers the machines as sample hosts.
 
 A listing shows functions and groups, not the running host. What a verdict also needs
@@ -22,14 +22,14 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from passthrough import listings
-from passthrough.address import PciAddress
-from passthrough.listing_hosts import build_host_spec
-from passthrough.listings import ListedFunction
-from passthrough.treebuilder import FunctionSpec, HostSpec
-from passthrough.ttar import TtarRecord, read_ttar, ttar_bytes, unpack_ttar  # noqa: F401 (re-exported)
+from passthrough.hosttrees import listings
+from passthrough.hosttrees.listed import ListedFunction
+from passthrough.hosttrees.listing_hosts import build_host_spec
+from passthrough.hosttrees.spec import FunctionSpec, HostSpec
+from passthrough.hosttrees.ttar import TtarRecord, read_ttar, ttar_bytes, unpack_ttar  # noqa: F401 (re-exported)
+from passthrough.pci.address import PciAddress
 
-DATA = os.path.join(os.path.dirname(__file__), "data", "realworld")
+DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "realworld")  # passthrough/data/realworld
 CPU = {
     "intel": ("GenuineIntel", ("fpu", "vme", "msr", "pae", "vmx", "x2apic"), ("kvm_intel", "kvm")),
     "amd": ("AuthenticAMD", ("fpu", "vme", "msr", "pae", "svm", "x2apic"), ("kvm_amd", "kvm")),
@@ -41,7 +41,7 @@ class HostContext:
     """What a listing does not show about the running host."""
 
     boot_vga: str | None = None  # the function the firmware initialised
-    console: str | None = None  # a treebuilder.GRAPHICS_CONSOLES kind, on the boot VGA
+    console: str | None = None  # a hosttrees.spec.GRAPHICS_CONSOLES kind, on the boot VGA
     root_controller: str | None = None  # the storage controller holding the root filesystem
     default_route_nic: str | None = None
     linux_bridge: str | None = None  # "vmbr0": the route leaves through a bridge over that NIC
@@ -163,7 +163,7 @@ def ashtonian_city17(context: HostContext = ASHTONIAN) -> HostSpec:
     switch, RX 560 04:00.0/.1 together in group 23 on vfio-pci.
 
     Thunderbolt USB 41:00.0 hangs under 00:1d.0 by the left-over rule of
-    :func:`~passthrough.listing_hosts.infer_topology`; the source does not say where.
+    :func:`~passthrough.hosttrees.listing_hosts.infer_topology`; the source does not say where.
     """
     text = source_text("ashtonian-kvm-aio", "output.sh.txt")
     return _machine(listings.parse_groups(text), listings.parse_lspci(text), cpu="intel", context=context)

@@ -10,7 +10,7 @@
 
 Never read: BAR files (``resourceN``: reading one touches device memory), ROMs, VPD,
 efivar contents other than systemd-boot's ``LoaderInfo`` (the loader's name and version,
-which :mod:`passthrough.bootconfig` reads).
+which :mod:`passthrough.boot.loader` reads).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from __future__ import annotations
 import os
 import re
 
-from passthrough.address import is_address
-from passthrough.bootconfig import LOADER_INFO
-from passthrough.capture_recorder import ATTRIBUTE_LIMIT, Recorder
+from passthrough.boot.loader import LOADER_INFO
+from passthrough.capture.recorder import ATTRIBUTE_LIMIT, Recorder
 from passthrough.host import IOMMU_CLASS, IOMMU_GROUPS, PCI_DEVICES, PCI_DRIVERS
+from passthrough.pci.address import is_address
 
 CONFIG_LIMIT = 4096  # the whole extended config space; the kernel gives 64 bytes to non-root readers
 LOADER_INFO_LIMIT = 256  # "systemd-boot 252.30" in UTF-16 is 40 bytes

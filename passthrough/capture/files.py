@@ -12,8 +12,8 @@ from __future__ import annotations
 import glob
 import os
 
-from passthrough.capture_recorder import Recorder, read_capped
-from passthrough.capture_sysfs import MODULE_PREFIXES
+from passthrough.capture.recorder import Recorder, read_capped
+from passthrough.capture.sysfs import MODULE_PREFIXES
 
 PROC_LIMIT = 16 * 1024 * 1024  # /proc/interrupts of a 256-CPU host runs past a megabyte
 HOST_FILE_LIMIT = 1024 * 1024

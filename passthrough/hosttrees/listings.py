@@ -2,12 +2,12 @@
 
 Forum posts, wikis and bug reports carry a host's PCI layout as text: the Arch wiki's
 group loops, ``lspci -nnk``, ``lspci -tv``, and a few scripts' own formats. Each parser
-here returns :class:`ListedFunction` values, plain data where a fact the text does not
+here returns :class:`~passthrough.hosttrees.listed.ListedFunction` values, plain data where a fact the text does not
 give is ``None``. Lines that are not part of the listing (shell prompts, commands,
 ``USB:`` lines) are skipped; a line that claims to be a listing line but cannot be read
 raises :class:`ListingError` naming the line.
 
-:mod:`passthrough.listing_hosts` turns what they return into a host tree's description
+:mod:`passthrough.hosttrees.listing_hosts` turns what they return into a host tree's description
 (:func:`build_host_spec`, with the bus topology a listing does not print); those names
 stay importable from here.
 """
@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
-from passthrough import pciids
-from passthrough.address import PciAddress
 from passthrough.errors import InvalidAddress, ListingError
-from passthrough.listing_hosts import Topology, build_host_spec, infer_topology, merge_lspci  # noqa: F401 (re-exported)
+from passthrough.hosttrees.listed import ListedFunction
+from passthrough.hosttrees.listing_hosts import Topology, build_host_spec, infer_topology, merge_lspci  # noqa: F401 (re-exported)
+from passthrough.pci import pciids
+from passthrough.pci.address import PciAddress
 
 _ADDRESS = r"(?:[0-9a-fA-F]{4,8}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]"
 _DEVICE_LINE = re.compile(
@@ -32,45 +33,6 @@ _PROG_IF = re.compile(r"\s*\(prog-if (?P<prog_if>[0-9a-fA-F]{2})(?: \[[^\]]*\])?
 _REVISION = re.compile(r"\s*\(rev (?P<revision>[0-9a-fA-F]{2})\)$")
 _IDS = re.compile(r"\s*\[(?P<vendor>[0-9a-fA-F]{4}):(?P<device>[0-9a-fA-F]{4})\]$")
 _HINT = "Paste the output exactly as the command printed it, for example `lspci -nnk` or the Arch wiki's group loop."
-
-
-@dataclass
-class ListedFunction:
-    """One PCI function as a listing shows it."""
-
-    address: str  # full form, dddd:bb:ss.f
-    class_code: str | None = None  # base class and subclass ("0300"): what `lspci -nn` prints
-    prog_if: str | None = None  # only `lspci -v` prints it
-    class_name: str | None = None
-    vendor_id: str | None = None
-    device_id: str | None = None
-    name: str | None = None  # the vendor and device names lspci printed
-    revision: str | None = None
-    subsystem_vendor_id: str | None = None
-    subsystem_device_id: str | None = None
-    driver: str | None = None  # "Kernel driver in use"
-    modules: list[str] = field(default_factory=list)  # "Kernel modules"
-    iommu_group: int | None = None
-    iommu_unit: str | None = None  # dmarN / ivhdN, when the listing walks /sys/class/iommu
-    has_reset: bool | None = None  # the "[R]" flag of iommu.sh
-    secondary_bus: int | None = None  # a bridge's "Bus: ... secondary=" in `lspci -vvv`
-    line: int | None = None  # 1-based line it was read from
-
-    @property
-    def pci_address(self) -> PciAddress:
-        return PciAddress.parse(self.address)
-
-    @property
-    def is_bridge(self) -> bool:
-        return self.class_code == "0604"
-
-    @property
-    def is_host_bridge(self) -> bool:
-        return self.class_code == "0600"
-
-    @property
-    def ids(self) -> tuple[str, str] | None:
-        return (self.vendor_id, self.device_id) if self.vendor_id and self.device_id else None
 
 
 # Single lines ------------------------------------------------------------------------
