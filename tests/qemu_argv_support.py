@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from passthrough.address import PciAddress
+from passthrough.pci.address import PciAddress
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 import pytest
 
-from passthrough.address import PciAddress, is_address, normalize
 from passthrough.errors import InvalidAddress
+from passthrough.pci.address import PciAddress, is_address, normalize
 
 
 def test_full_address_round_trips():

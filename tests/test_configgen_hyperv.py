@@ -9,7 +9,8 @@ import pytest
 from passthrough.configgen import Bar, build_spec, generate
 from passthrough.configgen.hyperv import location_path
 from passthrough.configgen.layout import GIB, MIB
-from passthrough.inventory import Inventory, scan
+from passthrough.pci.model import Inventory
+from passthrough.pci.scan import scan
 from tests.configgen_support import MACHINES, desktop_with_quad_nic
 
 

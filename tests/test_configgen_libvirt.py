@@ -8,7 +8,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from passthrough.configgen import PassedDevice, VmSpec, build_spec, generate
-from passthrough.inventory import Inventory, scan
+from passthrough.pci.model import Inventory
+from passthrough.pci.scan import scan
 from tests.configgen_support import desktop_with_quad_nic, hostdev_partition, hostdevs, virt_xml_validate
 
 QEMU_NS = "{http://libvirt.org/schemas/domain/qemu/1.0}"

@@ -8,7 +8,8 @@ import pytest
 
 from passthrough.configgen import PassedDevice, VmSpec, build_spec, generate
 from passthrough.configgen.qemu import arguments
-from passthrough.inventory import Inventory, scan
+from passthrough.pci.model import Inventory
+from passthrough.pci.scan import scan
 from tests.configgen_support import desktop, desktop_with_quad_nic
 from tests.qemu_argv_support import run_qemu_script, script_argv, vfio_devices
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from passthrough.configgen import TARGETS, build_spec, generate
-from passthrough.inventory import scan
+from passthrough.pci.scan import scan
 from tests.configgen_support import desktop
 
 COMMENT = {"qemu": "#", "libvirt": "", "proxmox": "#", "vmware": "#", "hyperv": "#"}

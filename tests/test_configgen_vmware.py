@@ -8,7 +8,8 @@ import pytest
 
 from passthrough.configgen import Bar, build_spec, generate
 from passthrough.configgen.layout import GIB, MIB
-from passthrough.inventory import Inventory, scan
+from passthrough.pci.model import Inventory
+from passthrough.pci.scan import scan
 from tests.configgen_support import desktop_with_quad_nic
 
 

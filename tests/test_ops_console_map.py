@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 
-from passthrough.hostcritical import console_on, fbcon_framebuffers, framebuffer_consoles_on
 from passthrough.kerneldouble import KernelDouble
 from passthrough.ops import SUCCEEDED, bind_vfio
+from passthrough.pci.console import fbcon_framebuffers, framebuffer_consoles_on
+from passthrough.pci.hostcritical import console_on
 from tests.kernelhosts import GT710, GTX1080TI, x570
 
 GPU, BOOT = GTX1080TI.address, GT710.address

@@ -6,7 +6,6 @@ import os
 
 import pytest
 
-from passthrough.inventory import scan
 from passthrough.kerneldouble import KernelDouble, faults
 from passthrough.ops import (
     FAILED,
@@ -19,6 +18,7 @@ from passthrough.ops import (
     bind_vfio,
     set_sriov_vfs,
 )
+from passthrough.pci.scan import scan
 from tests.kernelhosts import SRIOV_PORTS, sriov_host
 
 PF = SRIOV_PORTS[2].address  # 0000:82:00.1

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from passthrough.address import normalize
 from passthrough.errors import InvalidAddress, PassthroughError, UnknownDevice
 from passthrough.host import HostTree
 from passthrough.kerneldouble import KernelDouble, faults
@@ -27,6 +26,7 @@ from passthrough.ops import (
     set_sriov_vfs,
 )
 from passthrough.ops.commands import CommandResult
+from passthrough.pci.address import normalize
 from tests.kernelhosts import GT710, GTX1080TI, I211, SRIOV_PORTS, tree_digest, x570
 
 GPU = GTX1080TI.address

@@ -2,8 +2,8 @@ import os
 
 import pytest
 
-from passthrough import pciids
-from passthrough.pciids import PciIds
+from passthrough.pci import pciids
+from passthrough.pci.pciids import PciIds
 
 SAMPLE = b"""#
 #\tVersion: test

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 
-from passthrough.address import PciAddress
 from passthrough.configgen import hostcheck, hyperv, libvirt, proxmox, qemu, vmware
 from passthrough.configgen.layout import read_bars
 from passthrough.configgen.spec import (
@@ -26,8 +25,9 @@ from passthrough.configgen.spec import (
     require_function,
 )
 from passthrough.host import HostTree
-from passthrough.inventory import Inventory, PciFunction
-from passthrough.isolation import describe
+from passthrough.pci.address import PciAddress
+from passthrough.pci.isolation import describe
+from passthrough.pci.model import Inventory, PciFunction
 
 __all__ = [
     "TARGETS",

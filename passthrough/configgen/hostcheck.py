@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from passthrough.configgen.spec import HostRequirement, VmSpec
 
 if TYPE_CHECKING:
-    from passthrough.inventory import Inventory
+    from passthrough.pci.model import Inventory
 
 LINUX_TARGETS = ("qemu", "libvirt", "proxmox")
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import textwrap
 from typing import TYPE_CHECKING
 
-from passthrough.address import PciAddress
 from passthrough.configgen.hostcheck import comment_block
 from passthrough.configgen.layout import (
     MIB,
@@ -25,9 +24,10 @@ from passthrough.configgen.layout import (
 )
 from passthrough.configgen.safe import comment_lines, comment_text, powershell_string
 from passthrough.configgen.spec import GeneratedConfig, HostRequirement, VmSpec
+from passthrough.pci.address import PciAddress
 
 if TYPE_CHECKING:
-    from passthrough.inventory import Inventory, PciFunction
+    from passthrough.pci.model import Inventory, PciFunction
 
 # Microsoft's DDA planning guide: 3 GB below 4 GB and 33280 MB (32 GiB + 512 MiB) above.
 DEFAULT_LOW_MMIO_MB = 3 * 1024

@@ -16,7 +16,7 @@ from passthrough.configgen.spec import Bar, PassedDevice, VmSpec
 from passthrough.host import PCI_DEVICES, HostTree, as_tree
 
 if TYPE_CHECKING:
-    from passthrough.inventory import Inventory
+    from passthrough.pci.model import Inventory
 
 KIB = 1 << 10
 MIB = 1 << 20

@@ -16,7 +16,7 @@ from passthrough.configgen.safe import xml_comment_text, xml_value
 from passthrough.configgen.spec import OVMF_CODE, OVMF_VARS, GeneratedConfig, HostRequirement, VmSpec
 
 if TYPE_CHECKING:
-    from passthrough.inventory import Inventory
+    from passthrough.pci.model import Inventory
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 NVRAM_DIR = "/var/lib/libvirt/qemu/nvram"

@@ -18,7 +18,7 @@ from passthrough.configgen.safe import comment_lines, exact_value
 from passthrough.configgen.spec import ConfigError, GeneratedConfig, HostRequirement, VmSpec
 
 if TYPE_CHECKING:
-    from passthrough.inventory import Inventory
+    from passthrough.pci.model import Inventory
 
 MAX_HOSTPCI = 16  # qemu-server's $MAX_HOSTPCI_DEVICES
 ROM_DIR = "/usr/share/kvm"

@@ -15,7 +15,7 @@ from passthrough.configgen.safe import comment_lines, shell_word
 from passthrough.configgen.spec import OVMF_CODE, OVMF_VARS, ConfigError, GeneratedConfig, HostRequirement, VmSpec
 
 if TYPE_CHECKING:
-    from passthrough.inventory import Inventory
+    from passthrough.pci.model import Inventory
 
 EMULATOR = "qemu-system-x86_64"
 VARS_DIR = "/var/lib/passthrough-wizard"

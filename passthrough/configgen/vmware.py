@@ -23,7 +23,7 @@ from passthrough.configgen.safe import comment_lines, comment_text, vmx_value
 from passthrough.configgen.spec import GeneratedConfig, HostRequirement, VmSpec
 
 if TYPE_CHECKING:
-    from passthrough.inventory import Inventory
+    from passthrough.pci.model import Inventory
 
 SYSTEM_ID_PLACEHOLDER = "REPLACE-WITH-ESXI-SYSTEM-ID"
 DEFAULT_MMIO_GB = 64

@@ -25,7 +25,6 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-from passthrough.address import is_address
 from passthrough.errors import SysfsWriteError
 from passthrough.host import PCI_DEVICES, PCI_DRIVERS, HostTree
 from passthrough.kerneldouble import state as stored
@@ -35,6 +34,7 @@ from passthrough.kerneldouble.modules import Modules
 from passthrough.kerneldouble.pci import DRIVER_FILES, KernelRefused, PciCore, write_file
 from passthrough.kerneldouble.sriov import Sriov
 from passthrough.ops.commands import CommandResult
+from passthrough.pci.address import is_address
 
 __all__ = ["KernelDouble", "Fault", "RESET_METHODS"]
 

@@ -12,8 +12,6 @@ from functools import partial
 from typing import Any
 
 from passthrough.host import HostTree
-from passthrough.inventory import Inventory, IommuGroup, scan
-from passthrough.isolation import describe
 from passthrough.ops import console
 from passthrough.ops.commands import RunCommand, runner_for
 from passthrough.ops.errors import VerificationFailed
@@ -33,6 +31,9 @@ from passthrough.ops.validate import (
     require_group,
     require_group_not_open,
 )
+from passthrough.pci.isolation import describe
+from passthrough.pci.model import Inventory, IommuGroup
+from passthrough.pci.scan import scan
 
 _NOT_GIVEN = object()
 

@@ -19,12 +19,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from passthrough.host import HostTree
-from passthrough.hostcritical import framebuffer_consoles_on
-from passthrough.inventory import PciFunction
 from passthrough.ops.errors import InvalidRequest, VerificationFailed
 from passthrough.ops.result import Recorder
+from passthrough.pci.console import PLATFORM, read_console
+from passthrough.pci.model import PciFunction
 
-PLATFORM = "sys/devices/platform/"
 # What a give-back may bind again: vtconsoles, and firmware framebuffers to their own drivers.
 _VTCONSOLE = re.compile(r"vtcon[0-9]{1,3}")
 _FIRMWARE_DEVICE = re.compile(r"(efi|vesa|simple)-framebuffer\.[0-9]{1,3}")
@@ -41,40 +40,23 @@ class ConsoleHolder:
         return asdict(self)
 
 
-def _firmware_framebuffers(tree: HostTree) -> list[str]:
-    """Platform framebuffer devices (efi-framebuffer.0, simple-framebuffer.0) with a framebuffer or DRM card."""
-    devices = []
-    for class_dir in ("graphics", "drm"):
-        for entry in sorted(tree.listdir(f"sys/class/{class_dir}")):
-            if not tree.exists(f"sys/class/{class_dir}/{entry}/device"):
-                continue
-            device = tree.realpath(f"sys/class/{class_dir}/{entry}/device")
-            if device.startswith(PLATFORM):
-                devices.append(device[len(PLATFORM) :].split("/", 1)[0])
-    return list(dict.fromkeys(devices))
-
-
 def holders_of(tree: HostTree, function: PciFunction) -> tuple[list[ConsoleHolder], list[str]]:
     """What holds ``function`` for the host's console, and warnings about what cannot be released.
 
-    A framebuffer console holds the function fbcon draws it on (see
-    :func:`passthrough.hostcritical.framebuffer_consoles_on`); the VGA text console and the
-    firmware framebuffers hold only the boot VGA device.
+    Read by :func:`passthrough.pci.console.read_console`, the reader the host-critical
+    verdict uses too: a framebuffer console holds the function fbcon draws it on; the VGA
+    text console and the firmware framebuffers hold only the boot VGA device.
     """
-    holders = [ConsoleHolder("vtconsole", vtcon) for vtcon in framebuffer_consoles_on(tree, function.address)]
+    on = read_console(tree, function.address)
+    holders = [ConsoleHolder("vtconsole", vtcon) for vtcon in on.fbcon]
     warnings = []
     if function.boot_vga:
-        for vtcon in sorted(tree.listdir("sys/class/vtconsole")):
-            name = tree.read(f"sys/class/vtconsole/{vtcon}/name") or ""
-            if "VGA" in name and tree.read(f"sys/class/vtconsole/{vtcon}/bind") == "1":
-                warnings.append(
-                    f"The VGA text console ({vtcon}) stays on {function.address}; it cannot be unbound at run time. "
-                    "Boot with video=vesafb:off,efifb:off or switch the firmware's primary display to free it."
-                )
-        for device in _firmware_framebuffers(tree):
-            driver = tree.link_name(f"{PLATFORM}{device}/driver")
-            if driver is not None:
-                holders.append(ConsoleHolder("framebuffer", device, driver))
+        for vtcon in on.vga_text:
+            warnings.append(
+                f"The VGA text console ({vtcon}) stays on {function.address}; it cannot be unbound at run time. "
+                "Boot with video=vesafb:off,efifb:off or switch the firmware's primary display to free it."
+            )
+        holders += [ConsoleHolder("framebuffer", device, driver) for device, driver in on.firmware_devices]
     return holders, warnings
 
 

@@ -7,7 +7,7 @@ pages that offer them, so both say the same thing:
 * some functions are never given away or disturbed, whatever is typed: the chipset's
   LPC/ISA bridge and SMBus controller, host bridges, and PCI bridges themselves;
 * host-critical functions (the boot GPU under the host's console, the root filesystem's
-  controller, the NIC with the default route; see :mod:`passthrough.hostcritical`) need
+  controller, the NIC with the default route; see :mod:`passthrough.pci.hostcritical`) need
   the typed confirmation: their addresses, space-separated;
 * an action touches more than its targets when the kernel says so: changing a PF's VF
   count destroys its VFs. Those are judged as well, and named when they are the reason.
@@ -26,9 +26,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from passthrough.inventory import Inventory, PciFunction
-from passthrough.isolation import CHIPSET_CLASSES, describe
 from passthrough.ops.errors import ConfirmationRequired, NeverAllowed
+from passthrough.pci.isolation import describe, never_reason
+from passthrough.pci.model import Inventory, PciFunction
 
 BIND = "bind_vfio"
 BIND_AT_BOOT = "persist_binding"
@@ -47,19 +47,6 @@ def confirmation_phrase(addresses: list[str]) -> str:
 
 def short(address: str) -> str:
     return address[5:] if address.startswith("0000:") else address
-
-
-def never_reason(function: PciFunction) -> str | None:
-    """Why no action may touch ``function`` at all, or None: the platform's own functions."""
-    chipset = CHIPSET_CLASSES.get((function.class_code or "")[:4])
-    if chipset:
-        return f"the chipset's {chipset}; the host cannot run without it"
-    if function.is_host_bridge:
-        held = f" held by {function.driver}" if function.driver else ""
-        return f"a host bridge{held}; it belongs to the platform"
-    if function.is_bridge:
-        return "a PCI bridge; every device behind it depends on it"
-    return None
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,6 @@ from typing import Any
 
 from passthrough.errors import SysfsWriteError
 from passthrough.host import PCI_DEVICES, HostTree
-from passthrough.inventory import Inventory, PciFunction, scan
-from passthrough.isolation import describe
 from passthrough.ops.errors import DeviceInUse, ResetRefused, ResetUnavailable, UnknownResetMethod
 from passthrough.ops.flow import carry_out
 from passthrough.ops.interlock import BUS_RESETS, RESET, Permission, check_action, judge, never_reason, short
@@ -39,6 +37,9 @@ from passthrough.ops.validate import (
     require_device,
     require_group_not_open,
 )
+from passthrough.pci.isolation import describe
+from passthrough.pci.model import Inventory, PciFunction
+from passthrough.pci.scan import scan
 
 # Device ids vendor-reset handles: the GPUs with the AMD reset bug (hardware ids, by family).
 AMD_RESET_BUG = {

@@ -13,14 +13,14 @@ from functools import partial
 from typing import Any
 
 from passthrough.host import PCI_DEVICES, HostTree
-from passthrough.inventory import scan
-from passthrough.isolation import describe
 from passthrough.ops.errors import InvalidCount, NotSriovCapable, VerificationFailed
 from passthrough.ops.flow import carry_out
 from passthrough.ops.interlock import SET_SRIOV_VFS, check_action
 from passthrough.ops.result import UNCHANGED, OperationResult, Progress, Recorder
 from passthrough.ops.sysfs import VFIO, function_state, put_back
 from passthrough.ops.validate import parse_address, parse_confirm, parse_count, require_device, require_group_not_open
+from passthrough.pci.isolation import describe
+from passthrough.pci.scan import scan
 
 
 def virtfns(tree: HostTree, pf: str) -> list[str]:

@@ -10,10 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from passthrough.address import PciAddress
 from passthrough.errors import InvalidAddress
 from passthrough.host import IOMMU_GROUPS, HostTree
-from passthrough.inventory import Inventory, IommuGroup, PciFunction
 from passthrough.ops.errors import (
     DeviceInUse,
     GroupNotViable,
@@ -23,6 +21,8 @@ from passthrough.ops.errors import (
     IommuOff,
     UnknownResetMethod,
 )
+from passthrough.pci.address import PciAddress
+from passthrough.pci.model import Inventory, IommuGroup, PciFunction
 
 # Reset methods the kernel knows (drivers/pci/pci.c, pci_reset_fn_methods), in its priority order.
 RESET_METHODS = ("device_specific", "acpi", "flr", "af_flr", "pm", "bus", "cxl_bus")

@@ -1,7 +1,8 @@
 """PCI function addresses: ``dddd:bb:ss.f``.
 
 Domains are usually ``0000`` but Intel VMD and some hypervisors create wider ones
-(``10000:00:04.0``), so the domain is 4 to 8 hex digits.
+(``10000:00:04.0``), so the domain is 4 to 8 hex digits. :func:`function_of` finds the
+function a sysfs entry (a disk, a network interface, a framebuffer) sits on.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from passthrough.errors import InvalidAddress
+from passthrough.host import HostTree
 
 _HINT = "Write it as domain:bus:slot.function in hex, for example 0000:01:00.0."
 _FULL = re.compile(r"^(?:([0-9a-fA-F]{4,8}):)?([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])$")
@@ -60,3 +62,11 @@ def is_address(name: str) -> bool:
     """True for a full sysfs function name such as ``0000:01:00.0``."""
     match = _FULL.match(name)
     return match is not None and match.group(1) is not None
+
+
+def function_of(tree: HostTree, relative: str) -> str | None:
+    """The deepest PCI function on the resolved path of sysfs entry ``relative``, or None."""
+    if not tree.exists(relative):
+        return None
+    parts = [part for part in tree.realpath(relative).split("/") if is_address(part)]
+    return parts[-1] if parts else None

@@ -7,23 +7,16 @@
 * the NIC that carries the default route (through bridges such as Proxmox's ``vmbr0``,
   bonds and VLANs), usually the path to this web UI.
 
-Each finding carries the evidence in words, so the UI can say *why*.
+Each finding carries the evidence in words, so the UI can say *why*. What sits on the
+boot VGA device is read by :mod:`passthrough.pci.console`, the reader a bind uses too.
 """
 
 from __future__ import annotations
 
-import re
-from typing import TYPE_CHECKING
-
-from passthrough.address import is_address
 from passthrough.host import HostTree
-
-if TYPE_CHECKING:
-    from passthrough.inventory import PciFunction
-
-FIRMWARE_FRAMEBUFFERS = ("EFI VGA", "VESA VGA", "simple", "simplefb", "simpledrmdrmfb", "simpledrm", "BOCHS", "efifb")
-FIRMWARE_FB_DEVICES = ("efi-framebuffer", "vesa-framebuffer", "simple-framebuffer", "simple-framebuffer.0")
-_FRAMEBUFFER = re.compile(r"fb[0-9]+")
+from passthrough.pci.address import function_of
+from passthrough.pci.console import read_console
+from passthrough.pci.model import PciFunction
 
 
 def find_host_critical(tree: HostTree, functions: list[PciFunction]) -> dict[str, list[str]]:
@@ -47,107 +40,27 @@ def find_host_critical(tree: HostTree, functions: list[PciFunction]) -> dict[str
     return critical
 
 
-def _pci_of(tree: HostTree, relative: str) -> str | None:
-    """Deepest PCI function on the resolved path of a sysfs entry, or None."""
-    if not tree.exists(relative):
-        return None
-    parts = [part for part in tree.realpath(relative).split("/") if is_address(part)]
-    return parts[-1] if parts else None
-
-
 # Console -----------------------------------------------------------------------------
 def console_on(tree: HostTree, address: str) -> list[str]:
     """Why the host's console depends on the boot VGA device at ``address`` (empty: it does not)."""
-    screens = []
-    for fb in framebuffers(tree):
-        name = tree.read(f"sys/class/graphics/{fb}/name") or "?"
-        if _pci_of(tree, f"sys/class/graphics/{fb}/device") == address:
-            screens.append(f"its driver draws framebuffer {fb} ({name})")
-        elif _is_firmware_framebuffer(tree, fb):
-            screens.append(f"the firmware framebuffer {fb} ({name}) shows the boot screen on it")
-    for card in sorted(tree.listdir("sys/class/drm")):
-        if not card.startswith("card") or "-" in card:
-            continue
-        target = tree.realpath(f"sys/class/drm/{card}/device") if tree.exists(f"sys/class/drm/{card}/device") else ""
-        if "simple-framebuffer" in target:
-            screens.append(f"simpledrm ({card}) shows the boot screen on it")
-
-    consoles = []
-    on_it = framebuffer_consoles_on(tree, address)
-    for vtcon in sorted(tree.listdir("sys/class/vtconsole")):
-        name = tree.read(f"sys/class/vtconsole/{vtcon}/name") or ""
-        if tree.read(f"sys/class/vtconsole/{vtcon}/bind") != "1":
-            continue
-        if "VGA" in name:
-            consoles.append(f"the VGA text console ({vtcon}) is on it")
-        elif vtcon in on_it:
-            consoles.append(f"the framebuffer console ({vtcon}) is bound")
+    on = read_console(tree, address)
+    screens = [
+        f"its driver draws framebuffer {fb.name} ({fb.label})"
+        if fb.native
+        else f"the firmware framebuffer {fb.name} ({fb.label}) shows the boot screen on it"
+        for fb in on.framebuffers
+    ]
+    screens += [f"simpledrm ({card}) shows the boot screen on it" for card in on.simpledrm_cards]
+    consoles = [
+        f"the VGA text console ({console.name}) is on it"
+        if console.vga_text
+        else f"the framebuffer console ({console.name}) is bound"
+        for console in on.consoles
+    ]
     if not screens:
         # A text console on VGA needs no framebuffer.
         return [reason for reason in consoles if "VGA text" in reason]
     return screens + consoles
-
-
-def framebuffers(tree: HostTree) -> list[str]:
-    """The registered framebuffers (``fb0``, ``fb1``...), in the kernel's order."""
-    numbers = [int(entry[2:]) for entry in tree.listdir("sys/class/graphics") if _FRAMEBUFFER.fullmatch(entry)]
-    return [f"fb{number}" for number in sorted(numbers)]
-
-
-def fbcon_framebuffers(tree: HostTree) -> list[str]:
-    """The framebuffers fbcon draws the consoles on.
-
-    fbcon puts every console on fb0 unless ``fbcon=map:`` on the kernel command line maps
-    them elsewhere (a digit per console, repeated); a console whose framebuffer is not
-    registered is on the first one that is. sysfs does not show a map changed at run time
-    (``con2fbmap``), so that is not seen here.
-    """
-    registered = framebuffers(tree)
-    if not registered:
-        return []
-    wanted = [f"fb{digit}" for digit in _fbcon_map(tree)]
-    return list(dict.fromkeys(fb if fb in registered else registered[0] for fb in wanted))
-
-
-def _fbcon_map(tree: HostTree) -> str:
-    for word in (tree.read("proc/cmdline") or "").split():
-        if word.startswith("fbcon="):
-            for option in word[len("fbcon=") :].split(","):
-                digits = option[len("map:") :]
-                if option.startswith("map:") and digits and all(char in "0123456789" for char in digits):
-                    return digits
-    return "0"
-
-
-def framebuffer_consoles_on(tree: HostTree, address: str) -> dict[str, list[str]]:
-    """The bound framebuffer consoles (``vtconN``) fbcon draws on function ``address``, each with its framebuffers.
-
-    A framebuffer is on a function when its ``device`` is that function, or when it is the
-    firmware's (efifb, vesafb, simpledrm) and the function is the boot VGA device.
-    """
-    consoles = [
-        vtcon
-        for vtcon in sorted(tree.listdir("sys/class/vtconsole"))
-        if tree.read(f"sys/class/vtconsole/{vtcon}/bind") == "1"
-        and "frame buffer" in (tree.read(f"sys/class/vtconsole/{vtcon}/name") or "")
-    ]
-    if not consoles:
-        return {}
-    boot_vga = tree.read(f"sys/bus/pci/devices/{address}/boot_vga") == "1"
-    drawn = [
-        fb
-        for fb in fbcon_framebuffers(tree)
-        if _pci_of(tree, f"sys/class/graphics/{fb}/device") == address
-        or (boot_vga and _is_firmware_framebuffer(tree, fb))
-    ]
-    return {vtcon: drawn for vtcon in consoles} if drawn else {}
-
-
-def _is_firmware_framebuffer(tree: HostTree, fb: str) -> bool:
-    name = tree.read(f"sys/class/graphics/{fb}/name") or ""
-    device = f"sys/class/graphics/{fb}/device"
-    path = tree.realpath(device) if tree.exists(device) else ""
-    return name in FIRMWARE_FRAMEBUFFERS or any(part in path for part in FIRMWARE_FB_DEVICES)
 
 
 # Root filesystem ----------------------------------------------------------------------
@@ -213,7 +126,7 @@ def root_filesystem_controllers(tree: HostTree) -> list[tuple[str, str]]:
         return []
     found = []
     for disk in _physical_blocks(tree, name):
-        address = _pci_of(tree, f"sys/class/block/{disk}")
+        address = function_of(tree, f"sys/class/block/{disk}")
         if address:
             via = f" through {name}" if name != disk else ""
             found.append(
@@ -253,7 +166,7 @@ def default_route_nics(tree: HostTree) -> list[tuple[str, str]]:
             if name in seen:
                 continue
             seen.add(name)
-            address = _pci_of(tree, f"sys/class/net/{name}/device")
+            address = function_of(tree, f"sys/class/net/{name}/device")
             if address:
                 found.append((address, f"it carries the default route ({' → '.join(chain)})"))
                 continue

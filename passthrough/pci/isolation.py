@@ -2,27 +2,42 @@
 
 vfio hands a VM a whole IOMMU group. Bridges in the group may stay with the host; every
 other function (an *endpoint*) must be bound to vfio-pci together. A group is not viable
-when it holds nothing to pass, when one of its endpoints is host-critical (see
-:mod:`passthrough.hostcritical`), or when it holds chipset functions the host cannot
-live without (the LPC/ISA bridge, the SMBus controller).
+when it holds nothing to pass, when one of its endpoints is host-critical (found by
+:mod:`passthrough.pci.hostcritical` and handed in by the scan), or when it holds chipset
+functions the host cannot live without (the LPC/ISA bridge, the SMBus controller:
+:func:`never_reason`, the rule the interlock applies too).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import TYPE_CHECKING
 
-from passthrough.address import PciAddress
-from passthrough.hostcritical import find_host_critical
+from passthrough.pci.address import PciAddress
+from passthrough.pci.model import IommuGroup, PciFunction
 
-if TYPE_CHECKING:
-    from passthrough.inventory import IommuGroup, PciFunction
-
-__all__ = ["build_groups", "describe", "find_host_critical", "CHIPSET_CLASSES"]
+__all__ = ["build_groups", "describe", "never_reason", "CHIPSET_CLASSES"]
 
 # Functions of the platform itself: binding them to vfio-pci takes the host's LPC bus
 # (keyboard controller, TPM, fan and power control) or its SMBus (memory SPD, sensors).
 CHIPSET_CLASSES = {"0601": "LPC/ISA bridge", "0c05": "SMBus controller"}
+
+
+def never_reason(function: PciFunction) -> str | None:
+    """Why no action may touch ``function`` at all, or None: the platform's own functions.
+
+    The one chipset rule: a group holding such an endpoint is not viable, and the interlock
+    (:mod:`passthrough.ops.interlock`) refuses every action on it, in the same words.
+    """
+    chipset = CHIPSET_CLASSES.get((function.class_code or "")[:4])
+    if chipset:
+        return f"the chipset's {chipset}; the host cannot run without it"
+    if function.is_host_bridge:
+        held = f" held by {function.driver}" if function.driver else ""
+        return f"a host bridge{held}; it belongs to the platform"
+    if function.is_bridge:
+        return "a PCI bridge; every device behind it depends on it"
+    return None
+
 
 # What a graphics card carries beside its GPU: HDMI/DP audio, a USB-C controller and its
 # UCSI serial-bus function (Turing and later).
@@ -72,8 +87,6 @@ def describe(function: PciFunction) -> str:
 def build_groups(
     functions: list[PciFunction], host_critical: dict[str, list[str]], *, acs_override: bool = False
 ) -> list[IommuGroup]:
-    from passthrough.inventory import IommuGroup
-
     members: dict[int, list[PciFunction]] = defaultdict(list)
     for function in functions:
         if function.iommu_group is not None:
@@ -119,13 +132,10 @@ def _judge(
     for function in endpoints:
         for why in host_critical.get(function.address, []):
             blockers.append(f"{describe(function)} is host-critical: {why}.")
-        chipset = CHIPSET_CLASSES.get((function.class_code or "")[:4])
-        if chipset:
-            blockers.append(f"{describe(function)} is the chipset's {chipset}; the host cannot run without it.")
-        elif function.is_host_bridge:
-            blockers.append(
-                f"{describe(function)} is a host bridge held by {function.driver}; it belongs to the platform."
-            )
+        # Endpoints are never bridges, and a host bridge is one only when a driver holds it.
+        platform = never_reason(function)
+        if platform:
+            blockers.append(f"{describe(function)} is {platform}.")
     group.viable = not blockers
     reasons.extend(blockers)
 

@@ -2,7 +2,7 @@
 
 The system's file (``/usr/share/misc/pci.ids`` on Debian, ``/usr/share/hwdata/pci.ids``
 on Fedora and Arch) is preferred because the user's lspci prints the same names; a copy
-shipped in ``passthrough/data`` is the fallback.
+shipped in ``passthrough/data`` (beside this package, not in it) is the fallback.
 
 pci.ids is 1.3 MB, sorted by vendor, with device lines indented one tab and subsystem
 lines two, then a class section whose lines start with ``C``. Nothing is parsed up front:
@@ -24,7 +24,7 @@ SYSTEM_PATHS = (
     "/usr/share/pci.ids",
     "/usr/local/share/pci.ids",
 )
-SHIPPED_PATH = os.path.join(os.path.dirname(__file__), "data", "pci.ids.gz")
+SHIPPED_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "pci.ids.gz")
 
 # Vendor lines are the only lines that start with four hex digits and two spaces.
 _VENDOR_LINE = re.compile(rb"\n([0-9a-f]{4})  ")

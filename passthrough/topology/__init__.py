@@ -1,9 +1,9 @@
 """The PCIe tree of a host as a picture a user can print.
 
 Imported one way, each module only from those before it in this list (and from
-``passthrough.inventory`` and ``passthrough.address``): ``attachment`` guesses which root
+``passthrough.pci.model`` and ``passthrough.pci.address``): ``attachment`` guesses which root
 ports are the CPU's and which the chipset's; ``layout`` turns an
-:class:`~passthrough.inventory.Inventory` into rows in drawing order; ``textwidth``
+:class:`~passthrough.pci.model.Inventory` into rows in drawing order; ``textwidth``
 measures words; ``canvas`` holds the marks (palette, badges, pills); ``legend`` draws the
 key and the groups' legend; ``svg`` draws the tree under them. Pure Python, no Django.
 """

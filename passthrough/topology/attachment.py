@@ -23,9 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from passthrough.address import PciAddress
 from passthrough.errors import InvalidAddress
-from passthrough.inventory import PciFunction
+from passthrough.pci.address import PciAddress
+from passthrough.pci.model import PciFunction
 
 INTEL, AMD = "8086", "1022"
 INTEL_PCH_ROOT_PORT_SLOTS = (0x1A, 0x1B, 0x1C, 0x1D)

@@ -19,7 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Literal
 
-from passthrough.inventory import Inventory, PciFunction
+from passthrough.pci.model import Inventory, PciFunction
 from passthrough.topology.attachment import Attachment, attachment
 
 DriverState = Literal["vfio", "host", "none", "mixed"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from passthrough.inventory import Inventory, IommuGroup
+from passthrough.pci.model import Inventory, IommuGroup
 from passthrough.topology.canvas import (
     CHIPSET_COLOR,
     CPU_COLOR,

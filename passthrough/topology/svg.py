@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from passthrough.inventory import Inventory
+from passthrough.pci.model import Inventory
 from passthrough.topology.attachment import Attachment
 from passthrough.topology.canvas import (
     CHIPSET_COLOR,

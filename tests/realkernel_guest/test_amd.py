@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from passthrough.inventory import scan
+from passthrough.pci.scan import scan
 from passthrough.readiness import report
 from tests.realkernel_guest.support import PCI, device, dmesg_since, driver, driver_override, group, wait_for_driver
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from passthrough.host import HostTree
-from passthrough.hostcritical import find_host_critical
-from passthrough.inventory import scan
+from passthrough.pci.hostcritical import find_host_critical
+from passthrough.pci.scan import scan
 from tests.realkernel_guest.support import PCI, device, driver, group, wait_for_driver
 
 pytestmark = pytest.mark.django_db(transaction=True)

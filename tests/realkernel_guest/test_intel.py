@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from passthrough.inventory import scan
+from passthrough.pci.scan import scan
 from tests.realkernel_guest.support import PCI, device, driver, group, manage, wait_for_driver
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from passthrough.inventory import scan
+from passthrough.pci.scan import scan
 from tests.realkernel_guest.support import PCI, device, driver, driver_override, group, wait_for_driver
 
 pytestmark = pytest.mark.django_db(transaction=True)

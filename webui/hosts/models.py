@@ -7,7 +7,7 @@ from typing import Any
 
 from django.db import models
 
-from passthrough.inventory import Inventory
+from passthrough.pci.model import Inventory
 
 
 class Host(models.Model):

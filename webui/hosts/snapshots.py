@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from passthrough import readiness
 from passthrough.host import HostTree
-from passthrough.inventory import scan
+from passthrough.pci.scan import scan
 from webui.hosts.models import Host, Snapshot
 
 

@@ -27,10 +27,10 @@ from django.utils import timezone
 
 from passthrough.errors import PassthroughError
 from passthrough.host import HostTree
-from passthrough.inventory import Inventory
 from passthrough.ops import ROLLED_BACK, OperationResult, Step
 from passthrough.ops.result import Recorder
 from passthrough.ops.sysfs import functions_state, put_back
+from passthrough.pci.model import Inventory
 from webui.audit.models import record
 from webui.hosts.models import Host, Snapshot
 from webui.jobs import owner

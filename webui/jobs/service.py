@@ -18,8 +18,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from passthrough.address import PciAddress
 from passthrough.errors import PassthroughError
+from passthrough.pci.address import PciAddress
 from webui.audit.models import record
 from webui.hosts.models import Host
 from webui.jobs.models import Action, GroupLock, Job, State

@@ -1,6 +1,6 @@
 """The groups page and the device picker as data: what each IOMMU group offers a user.
 
-Plain Python over an :class:`~passthrough.inventory.Inventory` (no Django), so it is
+Plain Python over an :class:`~passthrough.pci.model.Inventory` (no Django), so it is
 tested on its own and built once per snapshot (the page cache keeps it, see
 ``snapshots.py``). Filtering keeps whole groups: a group is shown with every member or
 not at all, since vfio hands a VM the whole group. Whether a group may be passed, and
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from passthrough.inventory import Inventory, IommuGroup, PciFunction
 from passthrough.ops.interlock import BIND, judge
+from passthrough.pci.model import Inventory, IommuGroup, PciFunction
 
 # The kinds the filter offers, in the order a user looks for them.
 FILTER_KINDS = {"gpu": "GPU", "network": "Network", "storage": "Storage", "usb": "USB"}

@@ -9,7 +9,7 @@ from django.core.validators import MaxValueValidator
 
 from passthrough.configgen import TARGETS
 from passthrough.configgen.spec import FIRMWARES, MACHINES
-from passthrough.inventory import Inventory
+from passthrough.pci.model import Inventory
 from webui.accounts.events import AccountAction
 from webui.audit import refusals
 from webui.audit.models import RESULTS

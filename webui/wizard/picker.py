@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from passthrough.inventory import Inventory
+from passthrough.pci.model import Inventory
 from webui.wizard.catalog import NEEDS_CONFIRMATION, NOT_VIABLE, GroupCard
 
 

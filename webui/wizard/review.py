@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from passthrough.inventory import Inventory, PciFunction
-from passthrough.isolation import describe
 from passthrough.ops import amd_reset_bug_family
 from passthrough.ops.files import unified_diff
+from passthrough.pci.isolation import describe
+from passthrough.pci.model import Inventory, PciFunction
 from webui.wizard.catalog import NOT_VIABLE, PICK_ORDER, GroupCard, group_card
 
 VFIO = "vfio-pci"
@@ -240,7 +240,7 @@ def _unchecked(inventory: Inventory, moves: list[PciFunction], readiness: dict[s
     """What the snapshot could not tell about the functions that move.
 
     Host-critical functions are found from the route table, the mounts and the consoles
-    (passthrough.hostcritical). A capture without them finds none, and a plan must not read
+    (passthrough.pci.hostcritical). A capture without them finds none, and a plan must not read
     as safe only because nothing was found: when no function of a kind is host-critical on
     the whole host, the ones of that kind that move are named here.
     """

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from passthrough.inventory import Inventory, PciFunction
+from passthrough.pci.model import Inventory, PciFunction
 from passthrough.topology import render_svg
 from webui.hosts.models import Host, Snapshot
 from webui.wizard.catalog import GroupCard, group_cards, ungrouped

@@ -13,7 +13,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from passthrough.address import is_address, normalize
+from passthrough.pci.address import is_address, normalize
 from webui.audit import chain
 from webui.audit.models import AuditEvent, verify_chain, verify_recent
 from webui.wizard.forms import AUDIT_ACTIONS, AuditFilterForm

@@ -8,8 +8,8 @@ from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from passthrough.address import PciAddress
 from passthrough.errors import InvalidAddress, PassthroughError
+from passthrough.pci.address import PciAddress
 from webui.hosts.models import Host
 from webui.jobs.models import Job
 from webui.jobs.service import submit

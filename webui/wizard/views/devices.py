@@ -17,10 +17,10 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from passthrough.errors import PassthroughError
-from passthrough.inventory import Inventory, IommuGroup, PciFunction
 from passthrough.ops.console import released_by
 from passthrough.ops.interlock import BIND, BUS_RESETS, RESET, SET_SRIOV_VFS, check_action, judge, never_reason, short
 from passthrough.ops.reset import bus_neighbours, bus_reset_obstacle
+from passthrough.pci.model import Inventory, IommuGroup, PciFunction
 from webui.accounts.decorators import operator_required
 from webui.hosts.models import Host, Snapshot
 from webui.jobs.models import Action, Job

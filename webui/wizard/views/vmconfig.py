@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET
 
 from passthrough.configgen import GeneratedConfig, VmSpec, build_spec, generate
 from passthrough.errors import PassthroughError
-from passthrough.inventory import Inventory
+from passthrough.pci.model import Inventory
 from webui.wizard import picker, snapshots
 from webui.wizard.forms import VmConfigForm
 from webui.wizard.views.common import error_text, get_host, host_page
