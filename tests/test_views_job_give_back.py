@@ -8,8 +8,8 @@ from django.urls import reverse
 
 from tests.web_support import DUO_GPU, DUO_GPU_AUDIO
 from webui.hosts.models import Host
+from webui.jobs.messages import task_arguments, validate_arguments
 from webui.jobs.models import Job, State
-from webui.jobs.tasks import task_arguments, validate_arguments
 
 CONSOLE_WARNING = (
     "The host's console still holds the boot GPU 0000:01:00.0 (vtcon1); vfio-pci may fail to claim its memory "

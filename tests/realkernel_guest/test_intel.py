@@ -81,10 +81,10 @@ def test_the_task_code_binds_the_two_function_slot_together_and_gives_both_back(
     """The body a worker runs for a task message (tasks.run_job), on a job saved as the web app saves one."""
     from tests.worker_support import operator_named
     from webui.hosts.snapshots import this_host
+    from webui.jobs.messages import task_arguments
     from webui.jobs.models import Job
     from webui.jobs.runner import run_job
     from webui.jobs.service import create_job
-    from webui.jobs.tasks import task_arguments
 
     wait_for_driver(HDA, "snd_hda_intel")
     wait_for_driver(XHCI, "xhci_hcd")

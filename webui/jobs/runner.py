@@ -24,13 +24,13 @@ from passthrough.errors import PassthroughError
 from passthrough.host import HostTree
 from passthrough.ops.result import OperationResult, Step
 from webui.audit.models import record
-from webui.audit.refusals import refuse
 from webui.hosts.models import Snapshot
 from webui.hosts.snapshots import take_snapshot
 from webui.hosts.trees import worker_tree
 from webui.jobs import owner
+from webui.jobs.closing import JobRefused, close_queued
+from webui.jobs.messages import refuse_message, task_arguments
 from webui.jobs.models import Action, GroupLock, Job, State
-from webui.jobs.service import JobRefused, close_queued
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +40,6 @@ OUTCOME_STATES = {
     ops.ROLLED_BACK: State.ROLLED_BACK,
     ops.FAILED: State.FAILED,
 }
-
-
-def refuse_message(action: str, message: str, kwargs: dict[str, Any]) -> None:
-    """Count a message the worker will not run (forged, stale, replayed, for another host): see refusals."""
-    shown = {str(key)[:40]: repr(value)[:200] for key, value in list(kwargs.items())[:20]}
-    job_id = kwargs.get("job_id") if type(kwargs.get("job_id")) is int else None
-    refuse(settings.PASSTHROUGH_HOSTNAME, message, {"task": action, "arguments": shown}, job_id=job_id)
 
 
 class _StepWriter:
@@ -70,8 +63,6 @@ class _StepWriter:
 
 def _matches(job: Job, action: str, arguments: dict[str, Any]) -> str | None:
     """Why a message does not belong to its job, or None when it does."""
-    from webui.jobs.tasks import task_arguments
-
     if job.action != action:
         return f"job {job.pk} is a {job.action} job, not {action}"
     if job.host.name != settings.PASSTHROUGH_HOSTNAME:

@@ -22,13 +22,11 @@ from passthrough.errors import PassthroughError
 from passthrough.pci.address import PciAddress
 from webui.audit.models import record
 from webui.hosts.models import Host
+from webui.jobs.closing import JobRefused, close_queued
+from webui.jobs.messages import task_arguments
 from webui.jobs.models import Action, GroupLock, Job, State
 
 logger = logging.getLogger(__name__)
-
-
-class JobRefused(PassthroughError):
-    code = "job_refused"
 
 
 class BrokerUnavailable(PassthroughError):
@@ -166,7 +164,7 @@ def send(job: Job) -> None:
 
     task = tasks.TASKS[job.action]
     _check_broker(task.app.conf.broker_url)
-    kwargs = tasks.task_arguments(job)
+    kwargs = task_arguments(job)
     try:
         task.apply_async(
             kwargs=kwargs,
@@ -184,34 +182,6 @@ def send(job: Job) -> None:
 def close_unsent(job: Job, error: PassthroughError) -> None:
     close_queued(job, State.FAILED, "failed", str(error), actor=job.actor, user=job.user, source="web")
     logger.warning("job %s not sent: %s", job.pk, error)
-
-
-def close_queued(
-    job: Job, state: str, audit_result: str, message: str, *, actor: str, user: Any = None, source: str = "worker"
-) -> bool:
-    """End a job that has not started (expired, cancelled, refused, never sent): row, lock and audit in one go.
-
-    False when the job was no longer queued (it started, or someone else closed it): then nothing changes.
-    """
-    with transaction.atomic():
-        if not Job.objects.filter(pk=job.pk, state=State.QUEUED).update(
-            state=state, finished=timezone.now(), message=message
-        ):
-            return False
-        GroupLock.objects.filter(job=job).delete()
-        record(
-            actor=actor,
-            user=user,
-            source=source,
-            host=job.host.name,
-            action=job.action,
-            targets=job.targets,
-            parameters=job.parameters,
-            result=audit_result,
-            error=message,
-            job_id=job.pk,
-        )
-    return True
 
 
 def cancel(job: Job, user: Any) -> bool:

@@ -19,6 +19,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from webui.hosts.snapshots import this_host
 from webui.hosts.trees import worker_tree
+from webui.jobs.closing import JobRefused
 from webui.jobs.management.commands._device_files import (
     FILE_VERBS,
     JobRequest,
@@ -29,7 +30,7 @@ from webui.jobs.management.commands._device_files import (
 )
 from webui.jobs.models import Action, Job, State
 from webui.jobs.runner import execute
-from webui.jobs.service import JobRefused, create_job
+from webui.jobs.service import create_job
 
 VERBS = {
     "bind": Action.BIND_VFIO,
