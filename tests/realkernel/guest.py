@@ -14,6 +14,7 @@ not have. ``-cpu max`` under TCG offers svm to the guest.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shlex
 import shutil
@@ -65,7 +66,7 @@ mount -t devtmpfs devtmpfs /newroot/dev
 mkdir -p /newroot/dev/pts /newroot/dev/shm
 mount -t devpts devpts /newroot/dev/pts
 mount -t tmpfs tmpfs /newroot/dev/shm
-mount -t tmpfs tmpfs /newroot/tmp
+# No tmpfs over /tmp: the checkout (a CI clone, say) may live there; the overlay takes writes.
 mount -t tmpfs tmpfs /newroot/run
 mkdir -p "/newroot/lib/modules/$GUEST_KERNEL_VERSION"
 mount --bind "/newroot$GUEST_MODULES" "/newroot/lib/modules/$GUEST_KERNEL_VERSION"
@@ -176,10 +177,18 @@ def _cpio_entry(name: str, mode: int, data: bytes = b"", ino: int = 0) -> bytes:
 
 
 def build_initramfs(kernel: Kernel, target: Path) -> Path:
-    """A newc cpio: busybox, its applets, the boot modules and /init. Cached beside the kernel."""
+    """A newc cpio: busybox, its applets, the boot modules and /init. Cached beside the kernel.
+
+    Guests boot from several threads at once: the first builds it, under the cache's lock."""
+    with (CACHE / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not target.exists():
+            _write_initramfs(kernel, target)
+    return target
+
+
+def _write_initramfs(kernel: Kernel, target: Path) -> None:
     assert BUSYBOX is not None
-    if target.exists():
-        return target
     entries: list[bytes] = []
     inode = iter(range(1, 100000))
     for directory in ("bin", "dev", "proc", "sys", "modules", "lower", "upper", "newroot"):
@@ -199,7 +208,6 @@ def build_initramfs(kernel: Kernel, target: Path) -> Path:
     partial = target.with_suffix(".partial")
     partial.write_bytes(b"".join(entries))
     partial.replace(target)
-    return target
 
 
 def boot(machine: Machine, script: str, timeout: float = 600, keep: bool = False) -> GuestRun:
