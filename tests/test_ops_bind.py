@@ -224,6 +224,33 @@ def test_restore_is_refused_while_a_vm_holds_a_device_through_iommufd(kernel):
         restore_driver(kernel, GPU)
 
 
+def _open_sound_file(kernel, pid: int, node: str, comm: str) -> None:
+    os.makedirs(f"{kernel.root}/proc/{pid}/fd")
+    os.symlink(node, f"{kernel.root}/proc/{pid}/fd/9")
+    with open(f"{kernel.root}/proc/{pid}/comm", "w") as handle:
+        handle.write(f"{comm}\n")
+
+
+def test_a_bind_is_refused_while_a_process_has_the_audio_functions_sound_card_open(kernel):
+    # On a 6.1 kernel the unbind of snd_hda_intel sleeps in snd_card_free until every file of
+    # the card is closed (tests/realkernel_guest/test_intel.py): the job would hang.
+    os.makedirs(f"{kernel.root}/{DEVICES}/{AUDIO}/sound/card0")
+    _open_sound_file(kernel, 777, "/dev/snd/pcmC0D3p", "pipewire")
+
+    with pytest.raises(DeviceInUse, match=rf"{AUDIO}'s sound card is open by 777 \(pipewire\)") as refused:
+        bind_vfio(kernel, GPU)
+    assert "systemctl --user stop pipewire" in (refused.value.hint or "")
+    assert kernel.writes == []
+    assert (driver(kernel, GPU), driver(kernel, AUDIO)) == ("nouveau", "snd_hda_intel")
+
+
+def test_another_cards_open_files_do_not_stop_the_bind(kernel):
+    os.makedirs(f"{kernel.root}/{DEVICES}/{AUDIO}/sound/card1")
+    _open_sound_file(kernel, 778, "/dev/snd/controlC10", "pipewire")  # card 10, not card 1
+
+    assert bind_vfio(kernel, GPU).outcome == SUCCEEDED
+
+
 def test_a_card_whose_audio_sits_in_another_group_is_named(make_tree):
     kernel = KernelDouble(make_tree(threadripper()))
 

@@ -30,6 +30,7 @@ from passthrough.ops.validate import (
     require_endpoints,
     require_group,
     require_group_not_open,
+    require_sound_cards_closed,
 )
 from passthrough.pci.isolation import describe
 from passthrough.pci.model import Inventory, IommuGroup
@@ -93,6 +94,7 @@ def bind_vfio(
         group = require_group(tree, inventory, function)
         endpoints = require_endpoints(tree, group)
         confirmed = check_action(inventory, BIND, endpoints, confirmation).confirmed
+        require_sound_cards_closed(tree, endpoints)
         step.detail = f"IOMMU group {group.id}: {', '.join(group.endpoints)} go to vfio-pci" + (
             f"; host-critical {', '.join(confirmed)} confirmed" if confirmed else ""
         )

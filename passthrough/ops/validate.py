@@ -8,6 +8,7 @@ saying what was wrong, what was read and what to do. Nothing here writes.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from passthrough.errors import InvalidAddress
@@ -156,15 +157,48 @@ def group_openers(tree: HostTree, group: int) -> list[str]:
     wanted = {f"/dev/vfio/{group}"}
     for address in tree.listdir(f"{IOMMU_GROUPS}/{group}/devices"):
         wanted |= {f"/dev/vfio/devices/{name}" for name in tree.listdir(f"sys/bus/pci/devices/{address}/vfio-dev")}
+    return _openers(tree, lambda target: target in wanted)
+
+
+def sound_card_openers(tree: HostTree, address: str) -> list[str]:
+    """Processes with a file of ``address``'s sound cards open (a sound server, a player), as "pid (comm)".
+
+    Unbinding a sound driver waits in the kernel (snd_card_free, uninterruptibly) until every
+    file of the card is closed: a bind would hang until PipeWire or PulseAudio let go.
+    Open files are seen; a mapping whose file was closed is not (/proc/PID/maps is not read).
+    """
+    cards = [name[4:] for name in tree.listdir(f"sys/bus/pci/devices/{address}/sound") if name.startswith("card")]
+    if not cards:
+        return []
+    node = re.compile(rf"/dev/snd/(controlC|hwC|midiC|pcmC)({'|'.join(map(re.escape, cards))})(D|$)")
+    return _openers(tree, lambda target: node.match(target) is not None)
+
+
+def _openers(tree: HostTree, matches: Callable[[str], bool]) -> list[str]:
     found = []
     for pid in tree.listdir("proc"):
         if not pid.isdigit():
             continue
         for fd in tree.listdir(f"proc/{pid}/fd"):
-            if tree.readlink(f"proc/{pid}/fd/{fd}") in wanted:
+            target = tree.readlink(f"proc/{pid}/fd/{fd}")
+            if target is not None and matches(target):
                 found.append(f"{pid} ({tree.read(f'proc/{pid}/comm') or '?'})")
                 break
     return sorted(found, key=lambda entry: int(entry.split()[0]))
+
+
+def require_sound_cards_closed(tree: HostTree, addresses: list[str]) -> None:
+    """Refuse to unbind a sound function while its card is open: the job would hang in the kernel."""
+    for address in addresses:
+        openers = sound_card_openers(tree, address)
+        if openers:
+            raise DeviceInUse(
+                f"{address}'s sound card is open by {', '.join(openers)}: the kernel lets its sound driver go "
+                "only once every file of the card is closed, so the bind would hang until then.",
+                path=tree.path(f"sys/bus/pci/devices/{address}/sound"),
+                hint="Stop what plays through it (a desktop's sound server: `systemctl --user stop pipewire "
+                "pipewire-pulse wireplumber`, or `pulseaudio --kill`), or turn the card's profile off, then bind again.",
+            )
 
 
 def require_group_not_open(tree: HostTree, group: int | None, *, action: str) -> None:

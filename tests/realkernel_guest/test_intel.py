@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,25 @@ def test_the_task_code_binds_the_two_function_slot_together_and_gives_both_back(
     assert back.state == "succeeded", (back.message, back.steps)
     wait_for_driver(HDA, "snd_hda_intel")
     assert driver(XHCI) == "xhci_hcd"
+
+
+def test_a_bind_is_refused_while_the_audio_functions_sound_card_is_open():
+    """Unbinding snd_hda_intel would sleep in snd_card_free until the card's files close: refused first."""
+    import os
+
+    wait_for_driver(HDA, "snd_hda_intel")
+    control = Path("/dev/snd/controlC0")
+    for _ in range(600):  # the codec probe (a work item) makes the card after the driver binds
+        if control.exists():
+            break
+        time.sleep(0.1)
+    with control.open("rb"):
+        refused = device("bind", HDA)
+    assert refused["exit"] == 1, refused
+    assert f"sound card is open by {os.getpid()} (" in refused["job"]["message"], refused
+    assert [step["name"] for step in refused["job"]["steps"]][:1] == ["validate"]
+    assert driver(HDA) == "snd_hda_intel" and driver(XHCI) == "xhci_hcd"
+    assert (PCI / HDA / "driver_override").read_text().strip() == "(null)"
 
 
 def test_a_function_of_the_shared_group_goes_only_with_the_other_and_the_kernel_agrees():

@@ -5,21 +5,22 @@ guest kernel's own sysfs. Jobs are created as the web app creates them (``servic
 by an operator), and their steps, snapshot and audit are what the pages show.
 
 The second test kills the worker while the kernel itself holds it between unbind and bind:
-snd_hda_intel's remove calls snd_card_free, which sleeps uninterruptibly until every open
-file of the sound card is closed. The test keeps /dev/snd/controlC0 open, so the pool
-process's write to .../snd_hda_intel/unbind blocks in snd_card_free (state D) for as long
-as the test wants: no timing luck is involved.
+snd_hda_intel's remove calls snd_card_free, which sleeps uninterruptibly until nothing holds
+the sound card any more. The test holds it through a mapping of a PCM status page whose file
+it closed (support.MappedCard): the bind refuses a card with open files, but cannot see a
+mapping, so it passes validation and the pool process's write to .../snd_hda_intel/unbind
+blocks in snd_card_free (state D) for as long as the test wants: no timing luck is involved.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import BinaryIO
 
 import pytest
 
 from tests.realkernel_guest.support import (
+    MappedCard,
     driver,
     driver_override,
     kernel_stack,
@@ -139,7 +140,7 @@ def test_a_worker_killed_while_the_kernel_holds_its_unbind_is_put_back_by_the_ne
     wait_for_driver(XHCI, "xhci_hcd")
     _sound_card_ready()
     worker = _live_worker(start_worker)
-    control = CONTROL.open("rb")  # the sound card is in use: its remove waits for this file
+    control = MappedCard()  # the sound card is in use: its remove waits until this is unmapped
     try:
         job = _kill_the_worker_inside_the_unbind(worker, control)
         # What the real kernel left: the HDA function on no driver with the override pointing at
@@ -175,7 +176,7 @@ def test_a_worker_killed_while_the_kernel_holds_its_unbind_is_put_back_by_the_ne
     assert verify_chain().ok
 
 
-def _kill_the_worker_inside_the_unbind(worker: LiveWorker, control: BinaryIO) -> Job:
+def _kill_the_worker_inside_the_unbind(worker: LiveWorker, control: MappedCard) -> Job:
     """Submit a bind of the HDA slot, SIGKILL the worker while the kernel holds its unbind, let the unbind end."""
     job = submit(
         host=Host.objects.get(name=HOST),
@@ -198,6 +199,6 @@ def _kill_the_worker_inside_the_unbind(worker: LiveWorker, control: BinaryIO) ->
     assert worker.process is not None and worker.process.returncode == -9
     # A process asleep in the kernel dies only when it wakes: it is still there, still in D.
     assert process_state(pool) == "D", kernel_stack(pool)
-    control.close()  # the card's last file: snd_card_free returns, the unbind completes
+    control.close()  # the card's last reference: snd_card_free returns, the unbind completes
     wait_until_exited(pool)
     return job
