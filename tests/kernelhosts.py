@@ -176,6 +176,24 @@ def sriov_host(**overrides: object) -> HostSpec:
     return HostSpec(**settings)  # type: ignore[arg-type]
 
 
+# Linux 6.1 under QEMU (tests/realkernel, scenario intel): edu and an e1000 on one bus behind
+# a PCIe-to-PCI bridge. edu listed `bus` (it was alone on its bus when the kernel added it),
+# yet the kernel answered ENOTTY to `echo 1 > reset`.
+EDU_BRIDGE, EDU, EDU_NEIGHBOUR = "0000:00:06.0", "0000:01:01.0", "0000:01:02.0"
+
+
+def edu_and_e1000(edu_methods: list[str]) -> HostSpec:
+    return HostSpec(
+        functions=[
+            FunctionSpec(EDU_BRIDGE, "1b36", "000e", "060400", driver="pcieport", iommu_group=3),
+            FunctionSpec(EDU, "1234", "11e8", "00ff00", iommu_group=3, parent=EDU_BRIDGE, reset_methods=edu_methods),
+            FunctionSpec(
+                EDU_NEIGHBOUR, "8086", "100e", "020000", iommu_group=3, parent=EDU_BRIDGE, reset_methods=["bus"]
+            ),
+        ]
+    )
+
+
 def tree_digest(root: str | os.PathLike[str]) -> dict[str, str]:
     """Every file's content hash and every link's target under ``root`` (the double's own state aside)."""
     digest = {}

@@ -11,7 +11,6 @@ import time
 import pytest
 
 from passthrough.errors import SysfsWriteError
-from passthrough.hosttrees.spec import FunctionSpec, HostSpec
 from passthrough.kerneldouble import KernelDouble, bound_to, faults, vfio_group_nodes
 from passthrough.pci.scan import scan
 from tests.kernelhosts import GT710, GTX1080TI, GTX1080TI_AUDIO, NVME, sriov_host, tree_digest, x570
@@ -261,94 +260,6 @@ def test_vfs_stay_driverless_when_autoprobe_is_off_and_a_pf_without_driver_refus
     assert scan(kernel).device("0000:82:10.0").driver is None
     kernel.write("sys/bus/pci/drivers/igb/unbind", PF1)
     assert refused(kernel, f"{DEVICES}/{PF1}/sriov_numvfs", "1") == errno.ENOENT
-
-
-# Reset ---------------------------------------------------------------------------------
-def test_reset_follows_reset_method_and_skips_methods_that_answer_enotty(make_tree):
-    kernel = KernelDouble(make_tree(lone_behind_a_bridge(["flr", "bus"])))
-    kernel.inject(faults.reset_fails(LONE, "flr", errno.ENOTTY))
-    kernel.write(f"{DEVICES}/{LONE}/reset", "1")
-    assert kernel.state.resets == [{"address": LONE, "method": "bus"}]  # alone behind its bridge: bus works
-    kernel.inject(faults.reset_fails(LONE, "bus", errno.EINVAL))
-    assert refused(kernel, f"{DEVICES}/{LONE}/reset", "1") == errno.EINVAL
-    assert refused(kernel, f"{DEVICES}/{LONE}/reset", "2") == errno.EINVAL
-
-
-# What Linux 6.1 did under QEMU: edu and an e1000 on one bus behind a PCIe-to-PCI bridge. edu
-# listed bus (it was alone when it was added), yet `echo 1 > reset` answered ENOTTY.
-BRIDGE, EDU, E1000 = "0000:00:06.0", "0000:01:01.0", "0000:01:02.0"
-LONE = "0000:02:00.0"
-
-
-def pci_bridge_with_two_devices(edu_methods: list[str]) -> HostSpec:
-    return HostSpec(
-        functions=[
-            FunctionSpec(BRIDGE, "1b36", "000e", "060400", driver="pcieport", iommu_group=3),
-            FunctionSpec(EDU, "1234", "11e8", "00ff00", iommu_group=3, parent=BRIDGE, reset_methods=edu_methods),
-            FunctionSpec(E1000, "8086", "100e", "020000", iommu_group=3, parent=BRIDGE, reset_methods=["bus"]),
-        ]
-    )
-
-
-def lone_behind_a_bridge(methods: list[str], *, class_code: str = "020000") -> HostSpec:
-    return HostSpec(
-        functions=[
-            FunctionSpec("0000:00:1c.0", "8086", "a110", "060400", driver="pcieport", iommu_group=1),
-            FunctionSpec(LONE, "8086", "10d3", class_code, iommu_group=2, parent="0000:00:1c.0", reset_methods=methods),
-        ]
-    )
-
-
-def test_a_bus_reset_is_refused_while_another_function_shares_the_bus(make_tree):
-    kernel = KernelDouble(make_tree(pci_bridge_with_two_devices(["bus"])))
-    assert refused(kernel, f"{DEVICES}/{EDU}/reset", "1") == errno.ENOTTY
-    assert refused(kernel, f"{DEVICES}/{E1000}/reset", "1") == errno.ENOTTY
-    assert kernel.state.resets == []
-
-
-def test_a_refused_bus_reset_lets_the_kernel_try_the_next_method(make_tree):
-    kernel = KernelDouble(make_tree(pci_bridge_with_two_devices(["bus", "pm"])))
-    kernel.write(f"{DEVICES}/{EDU}/reset", "1")
-    assert kernel.state.resets == [{"address": EDU, "method": "pm"}]
-    kernel.write(f"{DEVICES}/{EDU}/reset_method", "bus")  # bus alone: nothing left to try
-    assert refused(kernel, f"{DEVICES}/{EDU}/reset", "1") == errno.ENOTTY
-
-
-def test_a_gpu_with_its_audio_function_cannot_be_bus_reset(make_tree):
-    kernel = KernelDouble(make_tree(x570()))
-    kernel.write("sys/bus/pci/drivers/nouveau/unbind", GPU)
-    assert refused(kernel, f"{DEVICES}/{GPU}/reset", "1") == errno.ENOTTY  # 0b:00.1 shares bus 0b
-    assert kernel.state.resets == []
-
-
-def test_a_bus_reset_needs_a_parent_bridge_and_a_function_that_is_not_one(make_tree):
-    on_root_bus = HostSpec(
-        functions=[FunctionSpec("0000:00:02.0", "8086", "3e92", "030000", reset_methods=["bus", "pm"])]
-    )
-    kernel = KernelDouble(make_tree(on_root_bus))
-    kernel.write(f"{DEVICES}/0000:00:02.0/reset", "1")
-    assert kernel.state.resets == [{"address": "0000:00:02.0", "method": "pm"}]  # no bridge above: bus answers ENOTTY
-
-    bridge = KernelDouble(make_tree(lone_behind_a_bridge(["bus"], class_code="060400")))
-    assert refused(bridge, f"{DEVICES}/{LONE}/reset", "1") == errno.ENOTTY  # it has a subordinate bus
-
-    alone = KernelDouble(make_tree(lone_behind_a_bridge(["bus"])))
-    alone.write(f"{DEVICES}/{LONE}/reset", "1")
-    assert alone.state.resets == [{"address": LONE, "method": "bus"}]
-
-
-def test_reset_method_takes_listed_names_default_or_nothing(make_tree):
-    kernel = KernelDouble(make_tree(sriov_host()))
-    attribute = f"{DEVICES}/{PF0}/reset_method"
-    kernel.write(attribute, "bus")
-    assert kernel.read(attribute) == "bus"
-    assert refused(kernel, attribute, "pm") == errno.EINVAL  # a real method, but not this device's
-    assert refused(kernel, attribute, "reboot") == errno.EINVAL
-    kernel.write(attribute, "default")
-    assert kernel.read(attribute) == "flr bus"
-    kernel.write(attribute, "")
-    assert kernel.read(attribute) == ""
-    assert refused(kernel, f"{DEVICES}/{PF0}/reset", "1") == errno.ENOTTY
 
 
 # Faults --------------------------------------------------------------------------------

@@ -20,7 +20,16 @@ from passthrough.ops import (
     reset,
 )
 from passthrough.pci.scan import scan
-from tests.kernelhosts import GTX1080TI, GTX1080TI_AUDIO, sriov_host, threadripper, tree_digest, x570
+from tests.kernelhosts import (
+    EDU,
+    GTX1080TI,
+    GTX1080TI_AUDIO,
+    edu_and_e1000,
+    sriov_host,
+    threadripper,
+    tree_digest,
+    x570,
+)
 
 GPU, GPU_AUDIO = GTX1080TI.address, GTX1080TI_AUDIO.address
 METHOD = f"sys/bus/pci/devices/{GPU}/reset_method"
@@ -182,21 +191,6 @@ def test_vendor_reset_is_recognised_by_device_specific_in_the_list(make_tree):
 
 
 # A bus reset the kernel will refuse ------------------------------------------------------
-# Linux 6.1 under QEMU: edu and an e1000 on one bus behind a PCIe-to-PCI bridge. edu listed
-# bus (it was alone when it appeared), yet the kernel answered ENOTTY to `echo 1 > reset`.
-BRIDGE, EDU, E1000 = "0000:00:06.0", "0000:01:01.0", "0000:01:02.0"
-
-
-def edu_and_e1000(edu_methods: list[str]) -> HostSpec:
-    return HostSpec(
-        functions=[
-            FunctionSpec(BRIDGE, "1b36", "000e", "060400", driver="pcieport", iommu_group=3),
-            FunctionSpec(EDU, "1234", "11e8", "00ff00", iommu_group=3, parent=BRIDGE, reset_methods=edu_methods),
-            FunctionSpec(E1000, "8086", "100e", "020000", iommu_group=3, parent=BRIDGE, reset_methods=["bus"]),
-        ]
-    )
-
-
 def test_a_bus_reset_is_refused_before_writing_while_another_function_shares_the_bus(make_tree):
     kernel = KernelDouble(make_tree(edu_and_e1000(["bus"])))
     digest = tree_digest(kernel.root)
