@@ -1,8 +1,9 @@
 """reset: a function-level reset through ``reset``, following or choosing ``reset_method``.
 
 Every reset is first put to the interlock (:mod:`passthrough.ops.interlock`): the chipset
-and bridges are never reset from here, and a host-critical function, or one a bus reset
-would take along, needs the typed confirmation.
+and bridges are never reset from here, and a host-critical function needs the typed
+confirmation. A reset touches only its target: the kernel performs a bus reset only for a
+device alone on its bus.
 
 The kernel tries the listed methods in order and moves on only when one answers ENOTTY
 ("cannot do it"); any other error stops it. A method the device lists can still be
@@ -183,8 +184,8 @@ def _validate(tree: HostTree, address: Any, method: Any, confirm: Any) -> tuple[
     function = require_device(inventory, wanted)
     listed = function.reset_methods
     # The interlock speaks first, as on the device page: no other answer matters for the chipset.
-    # A bus reset the kernel will refuse is refused next, before any confirmation is asked for
-    # what it would have taken along.
+    # A bus reset the kernel will refuse is refused next, before a confirmation is asked for a
+    # reset that cannot happen.
     if judge(inventory, RESET, [wanted], method=chosen).allowed:
         refuse_a_bus_reset_the_kernel_refuses(tree, inventory, function, chosen)
     permission = check_action(inventory, RESET, [wanted], confirmation, method=chosen)
@@ -228,8 +229,8 @@ def reset(
 ) -> OperationResult:
     """Reset one function, by ``method`` when given (restoring ``reset_method`` afterwards).
 
-    ``confirm`` is the typed confirmation the interlock asks for when the reset touches a
-    host-critical function (a bus reset also resets what sits behind the same bridge).
+    ``confirm`` is the typed confirmation the interlock asks for when the function is
+    host-critical.
     """
     result = OperationResult("reset", parameters={"address": address, "method": method})
     recorder = Recorder(result, progress)
