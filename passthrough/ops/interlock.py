@@ -34,7 +34,8 @@ BIND = "bind_vfio"
 BIND_AT_BOOT = "persist_binding"
 RESET = "reset"
 SET_SRIOV_VFS = "set_sriov_vfs"
-ACTIONS = (BIND, BIND_AT_BOOT, RESET, SET_SRIOV_VFS)
+GIVE_TO_VM = "attach_vm"  # into a VM's configuration: the VM takes it from the host when it starts
+ACTIONS = (BIND, BIND_AT_BOOT, RESET, SET_SRIOV_VFS, GIVE_TO_VM)
 # Reset methods that reset the parent bridge's secondary bus; the kernel does it only when
 # the function is alone on that bus (see the module's docstring).
 BUS_RESETS = ("bus", "cxl_bus")
@@ -167,13 +168,15 @@ def _doing(action: str, targets: list[PciFunction], method: str | None) -> str:
         return f"binding {names} to vfio-pci at every boot"
     if action == SET_SRIOV_VFS:
         return f"changing the VF count of {names}"
+    if action == GIVE_TO_VM:
+        return f"giving {names} to a VM"
     if method is None:
         return f"a reset of {names} by the kernel's choice of method"
     return f"{'an' if method[0] in 'aefi' else 'a'} {method} reset of {names}"
 
 
 def _never_hint(verdict: Verdict) -> str:
-    if verdict.action in (BIND, BIND_AT_BOOT):
+    if verdict.action in (BIND, BIND_AT_BOOT, GIVE_TO_VM):
         return (
             "Pick another device; a card that shares its IOMMU group with these needs a slot whose group holds only it."
         )

@@ -1,0 +1,17 @@
+"""The VMs on a host and the PCI functions they hold: read them, give them devices, take them back.
+
+Three kinds of VM, one model (:mod:`passthrough.vms.model`):
+
+* ``libvirt``: domains of ``qemu:///system`` (:mod:`passthrough.vms.libvirt` plans the
+  domain XML, :mod:`passthrough.vms.libvirtd` talks to the daemon through libvirt-python);
+* ``proxmox``: Proxmox VE VMs, ``/etc/pve/qemu-server/<vmid>.conf`` and ``qm``
+  (:mod:`passthrough.vms.proxmox`);
+* ``qemu``: a plain QEMU process with a QMP socket (:mod:`passthrough.vms.qmp`).
+
+:mod:`passthrough.vms.give` holds the operations the worker runs (attach, detach, undo,
+define), in the shape of :mod:`passthrough.ops`: validate against the live host, act,
+verify, roll back on failure, and keep the configuration before and after for undo.
+
+May import passthrough.host, passthrough.errors, passthrough.pci, passthrough.configgen
+and passthrough.ops; nothing in passthrough imports it but the CLI.
+"""

@@ -1,0 +1,116 @@
+"""What every attach checks before it changes a VM, whatever the kind of VM.
+
+:func:`prepare` takes what a job or the shell hands over (JSON primitives, so anything)
+and returns the VM and the :class:`~passthrough.configgen.VmSpec` of what goes into it: the
+picked functions plus everything that must move with them (the rest of their IOMMU
+group, the other functions of the same card), as the config generators place them. It
+refuses, before anything is written: a malformed address, an unknown device, IOMMU off,
+a group with nothing passable, a host-critical function without its confirmation, a
+function another VM already has (naming that VM), and a configuration that changed since
+the user looked at the diff.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from passthrough.configgen import VmSpec, build_spec
+from passthrough.host import HostTree
+from passthrough.ops.errors import InvalidRequest
+from passthrough.ops.interlock import GIVE_TO_VM, check_action
+from passthrough.ops.validate import parse_address, parse_confirm, require_device, require_endpoints, require_group
+from passthrough.pci.isolation import describe
+from passthrough.pci.model import Inventory
+from passthrough.pci.scan import scan
+from passthrough.vms.model import ConfigChanged, DeviceHeldElsewhere, Vm, VmInventory
+
+MAX_DEVICES = 32
+
+
+@dataclass
+class Prepared:
+    vm: Vm
+    inventory: Inventory
+    spec: VmSpec  # what goes into the VM, in guest-slot order (configgen.layout.guest_slots)
+    picked: list[str]  # the addresses asked for
+    confirmed: list[str]  # host-critical functions the confirmation covered
+
+    @property
+    def addresses(self) -> list[str]:
+        return [device.address for device in self.spec.devices]
+
+
+def parse_addresses(value: Any) -> list[str]:
+    if not isinstance(value, list | tuple) or not value:
+        raise InvalidRequest("Name at least one PCI function, for example 0000:01:00.0.")
+    if len(value) > MAX_DEVICES:
+        raise InvalidRequest(f"At most {MAX_DEVICES} functions go into one VM at once; {len(value)} were named.")
+    return list(dict.fromkeys(parse_address(item) for item in value))
+
+
+def parse_live(value: Any) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise InvalidRequest(f"live must be true, false or unset, not {value!r}.")
+    return value
+
+
+def require_vm(vms: VmInventory, reference: Any) -> Vm:
+    if not isinstance(reference, str) or not 0 < len(reference) <= 300 or "\x00" in reference:
+        raise InvalidRequest("Name the VM: a libvirt domain, a Proxmox VMID or qemu:<QMP socket path>.")
+    return vms.find(reference.strip())
+
+
+def require_fingerprint(vm: Vm, expected: Any) -> None:
+    """Refuse when the diff the user approved was made from another version of the VM's configuration."""
+    if expected is None:
+        return
+    if expected != vm.fingerprint:
+        raise ConfigChanged(
+            f"{vm.ref}'s configuration changed since the diff was made from it.",
+            hint="Look at the new diff and attach again.",
+        )
+
+
+def prepare(
+    tree: HostTree,
+    vms: VmInventory,
+    reference: Any,
+    addresses: Any,
+    *,
+    confirm: Any = None,
+    fingerprint: Any = None,
+    primary_gpu: bool = False,
+    rom_file: str | None = None,
+) -> Prepared:
+    """The VM and the devices going into it, checked against the live host and every VM on it."""
+    picked = parse_addresses(addresses)
+    confirmation = parse_confirm(confirm)
+    vm = require_vm(vms, reference)
+    inventory = scan(tree)
+    for address in picked:
+        function = require_device(inventory, address)
+        require_endpoints(tree, require_group(tree, inventory, function))
+    spec = build_spec(
+        inventory,
+        picked,
+        name=vm.name,
+        machine="q35" if vm.q35 or vm.machine is None else "pc",
+        firmware="ovmf",
+        primary_gpu=primary_gpu,
+        rom_file=rom_file,
+        tree=tree,
+    )
+    everything = [device.address for device in spec.devices]
+    permission = check_action(inventory, GIVE_TO_VM, everything, confirmation)
+    for address in everything:
+        held = vms.holder(address, besides=vm.ref)
+        if held is not None:
+            other, device = held
+            where = "is running with it" if device.live else "has it in its configuration"
+            raise DeviceHeldElsewhere(
+                f"{describe(inventory.require(address))} already belongs to {other.ref} ({other.state}), which {where}.",
+                hint=f"Detach it from {other.name} first: two VMs cannot own one function.",
+            )
+    require_fingerprint(vm, fingerprint)
+    return Prepared(vm=vm, inventory=inventory, spec=spec, picked=picked, confirmed=permission.confirmed)
