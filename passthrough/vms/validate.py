@@ -17,11 +17,12 @@ from typing import Any
 
 from passthrough.configgen import VmSpec, build_spec
 from passthrough.host import HostTree
-from passthrough.ops.errors import InvalidRequest
+from passthrough.ops.errors import GroupNotViable, InvalidRequest, IommuOff
 from passthrough.ops.interlock import GIVE_TO_VM, check_action
-from passthrough.ops.validate import parse_address, parse_confirm, require_device, require_endpoints, require_group
+from passthrough.ops.validate import parse_address, parse_confirm, require_device
+from passthrough.pci.address import PciAddress
 from passthrough.pci.isolation import describe
-from passthrough.pci.model import Inventory
+from passthrough.pci.model import Inventory, PciFunction
 from passthrough.pci.scan import scan
 from passthrough.vms.model import ConfigChanged, DeviceHeldElsewhere, Vm, VmInventory
 
@@ -46,7 +47,14 @@ def parse_addresses(value: Any) -> list[str]:
         raise InvalidRequest("Name at least one PCI function, for example 0000:01:00.0.")
     if len(value) > MAX_DEVICES:
         raise InvalidRequest(f"At most {MAX_DEVICES} functions go into one VM at once; {len(value)} were named.")
-    return list(dict.fromkeys(parse_address(item) for item in value))
+    # The short form (01:00.0) is domain 0000, as lspci prints it.
+    return list(dict.fromkeys(str(PciAddress.parse(parse_text(item))) for item in value))
+
+
+def parse_text(value: Any) -> str:
+    if not isinstance(value, str):
+        return parse_address(value)  # refuses it, saying what a PCI address looks like
+    return value
 
 
 def parse_live(value: Any) -> bool | None:
@@ -84,18 +92,39 @@ def prepare(
     rom_file: str | None = None,
 ) -> Prepared:
     """The VM and the devices going into it, checked against the live host and every VM on it."""
+    return check(
+        scan(tree), vms, reference, addresses, confirm=confirm, fingerprint=fingerprint, primary_gpu=primary_gpu,
+        rom_file=rom_file, tree=tree,
+    )  # fmt: skip
+
+
+def check(
+    inventory: Inventory,
+    vms: VmInventory,
+    reference: Any,
+    addresses: Any,
+    *,
+    confirm: Any = None,
+    fingerprint: Any = None,
+    primary_gpu: bool = False,
+    rom_file: str | None = None,
+    tree: HostTree | None = None,
+) -> Prepared:
+    """:func:`prepare` on an inventory already read: the worker's, just scanned, or a page's snapshot.
+
+    ``tree`` (the host the inventory came from) adds the BAR sizes; the page has none and
+    the plan it shows does not depend on them.
+    """
     picked = parse_addresses(addresses)
     confirmation = parse_confirm(confirm)
     vm = require_vm(vms, reference)
-    inventory = scan(tree)
     for address in picked:
-        function = require_device(inventory, address)
-        require_endpoints(tree, require_group(tree, inventory, function))
+        require_passable(inventory, require_device(inventory, address))
     spec = build_spec(
         inventory,
         picked,
         name=vm.name,
-        machine="q35" if vm.q35 or vm.machine is None else "pc",
+        machine="q35" if vm.q35 or vm.machine is None else "i440fx",
         firmware="ovmf",
         primary_gpu=primary_gpu,
         rom_file=rom_file,
@@ -114,3 +143,23 @@ def prepare(
             )
     require_fingerprint(vm, fingerprint)
     return Prepared(vm=vm, inventory=inventory, spec=spec, picked=picked, confirmed=permission.confirmed)
+
+
+def require_passable(inventory: Inventory, function: PciFunction) -> None:
+    """The IOMMU is on, the function has a group, and the group has endpoints a VM can take."""
+    if not inventory.groups:
+        raise IommuOff(
+            "The IOMMU is off: the kernel made no IOMMU groups, so no VM can be given a device.",
+            hint="Enable VT-d (Intel) or AMD-Vi/IOMMU in the firmware setup, add intel_iommu=on on Intel, and reboot.",
+        )
+    group = inventory.group(function.iommu_group)
+    if group is None:
+        raise IommuOff(
+            f"{describe(function)} has no IOMMU group, so vfio cannot isolate it.",
+            hint="The IOMMU does not cover this device; check the firmware's IOMMU and ACS settings.",
+        )
+    if not group.endpoints:
+        raise GroupNotViable(
+            f"IOMMU group {group.id} cannot be passed through: " + " ".join(group.reasons),
+            hint="Pick the device behind the bridge instead; its own group is the one to pass.",
+        )

@@ -1,0 +1,132 @@
+"""The operations the worker and the shell run on VMs, whatever their kind.
+
+Each reads the host's VMs afresh (:func:`read_vms`), finds the one the reference names,
+and hands over to that kind's backend: :mod:`passthrough.vms.libvirtd`,
+:mod:`passthrough.vms.proxmox` or :mod:`passthrough.vms.qmp`. Every backend follows the
+shape of :mod:`passthrough.ops`: validate (:func:`passthrough.vms.validate.prepare`), act,
+verify, prove, and on any failure put the VM back as it was.
+
+``Connection`` says where to look: the libvirt URI (None: libvirt is not read, as on a
+captured tree) and QMP sockets given by the user besides those found in ``/proc``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from passthrough.host import HostTree
+from passthrough.ops.errors import InvalidRequest
+from passthrough.ops.result import OperationResult, Progress
+from passthrough.vms.model import KINDS, VmInventory, VmSource
+
+# kind -> the module that reads and changes VMs of that kind
+BACKENDS = {"libvirt": "passthrough.vms.libvirtd", "proxmox": "passthrough.vms.proxmox", "qemu": "passthrough.vms.qmp"}
+UNDOABLE = ("vm_attach", "vm_detach", "vm_define")
+
+
+@dataclass(frozen=True)
+class Connection:
+    libvirt_uri: str | None = None
+    qmp_sockets: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def for_tree(cls, tree: HostTree, libvirt_uri: str | None = "", qmp_sockets: tuple[str, ...] = ()) -> Connection:
+        """``libvirt_uri`` "" means the default: qemu:///system on the live host, none on any other tree."""
+        uri = libvirt_uri if libvirt_uri != "" else ("qemu:///system" if tree.is_live else None)
+        return cls(libvirt_uri=uri, qmp_sockets=tuple(qmp_sockets))
+
+    def arguments(self, kind: str) -> dict[str, Any]:
+        if kind == "libvirt":
+            return {"uri": self.libvirt_uri}
+        if kind == "qemu":
+            return {"sockets": list(self.qmp_sockets)}
+        return {}
+
+
+def backend(kind: str) -> ModuleType:
+    if kind not in BACKENDS:
+        raise InvalidRequest(f"{kind!r} is not a kind of VM the wizard knows ({', '.join(KINDS)}).")
+    return importlib.import_module(BACKENDS[kind])
+
+
+def read_source(tree: HostTree, kind: str, connection: Connection) -> VmSource:
+    if kind == "libvirt" and connection.libvirt_uri is None:
+        return VmSource("libvirt", False, "libvirt is not read on a tree that is not the live host.")
+    try:
+        module = backend(kind)
+    except ImportError as error:  # a backend that cannot load here must not hide the others
+        return VmSource(kind, False, f"Not available: {error}.")
+    source: VmSource = module.read(tree, **connection.arguments(kind))
+    return source
+
+
+def read_vms(tree: HostTree, connection: Connection) -> VmInventory:
+    """Every VM on the host, by kind; a kind that cannot be read says why instead."""
+    return VmInventory(sources=[read_source(tree, kind, connection) for kind in KINDS])
+
+
+def _kind_of(vms: VmInventory, reference: Any) -> str:
+    if not isinstance(reference, str):
+        raise InvalidRequest("Name the VM: a libvirt domain, a Proxmox VMID or qemu:<QMP socket path>.")
+    return vms.find(reference).kind
+
+
+def attach(
+    tree: HostTree,
+    reference: Any,
+    addresses: Any,
+    *,
+    connection: Connection,
+    live: bool | None = None,
+    confirm: str | None = None,
+    fingerprint: str | None = None,
+    progress: Progress | None = None,
+) -> OperationResult:
+    vms = read_vms(tree, connection)
+    kind = _kind_of(vms, reference)
+    result: OperationResult = backend(kind).attach(
+        tree, vms, reference, addresses, live=live, confirm=confirm, fingerprint=fingerprint, progress=progress,
+        **connection.arguments(kind),
+    )  # fmt: skip
+    return result
+
+
+def detach(
+    tree: HostTree,
+    reference: Any,
+    addresses: Any,
+    *,
+    connection: Connection,
+    live: bool | None = None,
+    progress: Progress | None = None,
+) -> OperationResult:
+    vms = read_vms(tree, connection)
+    kind = _kind_of(vms, reference)
+    result: OperationResult = backend(kind).detach(
+        tree, vms, reference, addresses, live=live, progress=progress, **connection.arguments(kind)
+    )
+    return result
+
+
+def undo(
+    tree: HostTree, record: Any, *, connection: Connection, force: bool = False, progress: Progress | None = None
+) -> OperationResult:
+    """Undo what an attach, detach or define job did, from the record its result kept."""
+    if not isinstance(record, dict) or record.get("action") not in UNDOABLE or record.get("kind") not in BACKENDS:
+        raise InvalidRequest("This is not the undo record of a VM change.", hint="Use the record its job returned.")
+    kind = record["kind"]
+    result: OperationResult = backend(kind).undo(
+        tree, record, force=force, progress=progress, **connection.arguments(kind)
+    )
+    return result
+
+
+def define(tree: HostTree, xml: str, *, connection: Connection, progress: Progress | None = None) -> OperationResult:
+    """A new libvirt domain from a generated configuration ("new VM from this config")."""
+    if connection.libvirt_uri is None:
+        raise InvalidRequest("libvirt is not read on this tree, so no domain can be defined in it.")
+    result: OperationResult = backend("libvirt").define_domain(tree, xml, progress=progress, uri=connection.libvirt_uri)
+    return result
