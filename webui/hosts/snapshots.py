@@ -6,6 +6,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from passthrough import readiness
+from passthrough.diagnose.run import diagnose
 from passthrough.host import HostTree
 from passthrough.pci.scan import scan
 from webui.hosts.models import Host, Snapshot
@@ -22,6 +23,8 @@ def this_host() -> Host:
 def take_snapshot(host: Host, tree: HostTree, source: str, reason: str = "") -> Snapshot:
     inventory = scan(tree)
     report = readiness.report(tree)
+    # The Diagnose page reads this: the web process never reads the host's logs itself.
+    report["diagnosis"] = diagnose(tree, inventory=inventory).to_json()
     Host.objects.filter(pk=host.pk).update(last_seen=timezone.now(), root=tree.root)
     return Snapshot.objects.create(
         host=host, source=source, inventory=inventory.to_json(), readiness=report, reason=reason[:200]
