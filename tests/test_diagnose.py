@@ -305,7 +305,9 @@ def test_acs_override_fix_removes_the_parameter_where_this_host_boots(make_tree:
     }
     [finding] = findings_on(make_tree, spec, "acs-override-truenas-170.log", "dmesg.txt")
     assert "peer-to-peer DMA" in finding.cause
-    assert "Remove pcie_acs_override from the kernel command line" in finding.fix and "/etc/kernel/cmdline" in finding.fix
+    assert (
+        "Remove pcie_acs_override from the kernel command line" in finding.fix and "/etc/kernel/cmdline" in finding.fix
+    )
 
 
 def test_device_in_use_names_the_group_file_to_look_up(make_tree: MakeTree) -> None:

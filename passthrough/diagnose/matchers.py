@@ -178,7 +178,7 @@ MATCHERS: tuple[Matcher, ...] = (
         _compile(
             rf"vfio (?P<dev>{ANY}): failed to open /dev/vfio/(?P<group>\d+): Device or resource busy",
             rf"PCI device\s+(?P<dev>{FULL}) is in use by driver (?P<holder>[^,]+), domain (?P<domain>\S+)",
-            r"device is already in use",
+            r"vfio.*already in use",
         ),
         lambda device, d: (
             f"{device or 'The device'} is already in use"
