@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
+from passthrough.diagnose import report as diagnose_report
 from passthrough.errors import PassthroughError
 
 if TYPE_CHECKING:
@@ -354,6 +355,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
             add_vmconfig_arguments,
             run_vmconfig,
         ),
+        Subcommand("diagnose", diagnose_report.HELP, diagnose_report.add_arguments, diagnose_report.run),
     )
 }
 

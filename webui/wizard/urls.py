@@ -1,6 +1,17 @@
 from django.urls import path
 
-from webui.wizard.views import audit, devices, groups, hosts, jobs, topology, vmconfig, wizard, wizard_actions
+from webui.wizard.views import (
+    audit,
+    devices,
+    diagnose,
+    groups,
+    hosts,
+    jobs,
+    topology,
+    vmconfig,
+    wizard,
+    wizard_actions,
+)
 
 # Pages of one host live under /hosts/<name>/; jobs and the audit log span every host.
 urlpatterns = [
@@ -13,6 +24,7 @@ urlpatterns = [
     path("hosts/<str:host>/readiness/", hosts.readiness, name="readiness"),
     path("hosts/<str:host>/readiness/<str:check>/apply/", hosts.apply_fix, name="apply_fix"),
     path("hosts/<str:host>/scan/", hosts.scan, name="scan"),
+    path("hosts/<str:host>/diagnose/", diagnose.diagnose, name="diagnose"),
     path("hosts/<str:host>/devices/", groups.groups, name="groups"),
     path("hosts/<str:host>/devices/<str:address>/", devices.device, name="device"),
     path("hosts/<str:host>/devices/<str:address>/reset/", devices.reset_device, name="reset_device"),
