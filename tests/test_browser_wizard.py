@@ -114,7 +114,7 @@ def test_sign_in_walk_the_wizard_with_the_gpu_then_the_groups_topology_and_audit
     assert scan(root).device(DUO_GPU).driver == "vfio-pci"
     assert scan(root).device(DUO_GPU_AUDIO).driver == "vfio-pci"
     assert (root / "etc/udev/rules.d/90-passthrough-wizard-vfio.rules").is_file()
-    page.click("text=Continue: your VM")
+    page.click("text=Continue: give it to a VM")
 
     # Step 5: the VM config for the chosen hypervisor, with copy and download.
     expect(page.locator(".step-of")).to_have_text("Step 5 of 5")

@@ -147,7 +147,7 @@ def test_undo_submits_an_undo_change_for_a_persistence_job(duo, operator_client,
 def test_undo_is_refused_for_a_bind_job(duo, operator_client, test_broker):
     job = bind_job(duo)
     response = operator_client.post(job_url(job, "job_undo"), follow=True)
-    assert "left no file change to undo" in response.content.decode()
+    assert "left nothing to undo: only a finished persistence job or VM change can be undone" in response.content.decode()
     assert not Job.objects.filter(action="undo_change").exists()
 
 

@@ -163,7 +163,7 @@ def test_apply_binds_the_group_and_step_5_needs_it_done(duo, operator, operator_
     assert state_of(operator).bind_job == bind
     assert f'hx-get="/jobs/{bind.pk}/?then=reload"' in operator_client.get(step(4)).content.decode()
     finish("bind_vfio")
-    assert "Continue: your VM" in operator_client.get(step(4)).content.decode()
+    assert "Continue: give it to a VM" in operator_client.get(step(4)).content.decode()
     assert operator_client.post(submit(4), {"do": "next"})["Location"] == step(5)
 
 

@@ -114,6 +114,13 @@ PASSTHROUGH_HOSTNAME = envstr("PASSTHROUGH_HOSTNAME", "") or socket.gethostname(
 PASSTHROUGH_KERNEL = envstr("PASSTHROUGH_KERNEL", "live")
 if PASSTHROUGH_KERNEL not in ("live", "double"):
     raise ImproperlyConfigured(f"PASSTHROUGH_KERNEL={PASSTHROUGH_KERNEL!r}: use live or double.")
+# Where the worker reads and changes VMs. PASSTHROUGH_LIBVIRT_URI unset: qemu:///system on the
+# live host, not read on a captured tree; "none" turns libvirt off. PASSTHROUGH_QMP_SOCKETS:
+# monitors of plain QEMU VMs besides those found in /proc (comma-separated paths).
+PASSTHROUGH_LIBVIRT_URI = envstr("PASSTHROUGH_LIBVIRT_URI", "")
+PASSTHROUGH_QMP_SOCKETS = tuple(
+    path.strip() for path in envstr("PASSTHROUGH_QMP_SOCKETS", "").split(",") if path.strip()
+)
 # Watch the kernel's PCI events (pyudev) on the live host and refresh the snapshot after them.
 PASSTHROUGH_WATCH_UDEV = envbool("PASSTHROUGH_WATCH_UDEV", "true")
 # The real-world machine a demo runs on (scripts/run --demo sets it); pages show a "Demo" badge.

@@ -12,6 +12,7 @@ captured tree) and QMP sockets given by the user besides those found in ``/proc`
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -20,7 +21,8 @@ from typing import Any
 from passthrough.host import HostTree
 from passthrough.ops.errors import InvalidRequest
 from passthrough.ops.result import OperationResult, Progress
-from passthrough.vms.model import KINDS, VmInventory, VmSource
+from passthrough.vms.model import KINDS, Vm, VmInventory, VmSource
+from passthrough.vms.validate import Prepared, parse_addresses, require_not_held, require_passable
 
 # kind -> the module that reads and changes VMs of that kind
 BACKENDS = {"libvirt": "passthrough.vms.libvirtd", "proxmox": "passthrough.vms.proxmox", "qemu": "passthrough.vms.qmp"}
@@ -130,3 +132,58 @@ def define(tree: HostTree, xml: str, *, connection: Connection, progress: Progre
         raise InvalidRequest("libvirt is not read on this tree, so no domain can be defined in it.")
     result: OperationResult = backend("libvirt").define_domain(tree, xml, progress=progress, uri=connection.libvirt_uri)
     return result
+
+
+def define_with(
+    tree: HostTree,
+    addresses: Any,
+    *,
+    name: str,
+    memory_mib: int,
+    vcpus: int,
+    connection: Connection,
+    progress: Progress | None = None,
+) -> OperationResult:
+    """A new libvirt domain with ``addresses`` (and what must go with them), from the generated XML.
+
+    The devices pass the checks of an attach (the interlock, a function another VM holds)
+    before the XML is made from the live host."""
+    from passthrough.configgen import build_spec, generate
+    from passthrough.ops.interlock import GIVE_TO_VM, check_action
+    from passthrough.pci.scan import scan
+
+    picked = parse_addresses(addresses)
+    inventory = scan(tree)
+    for address in picked:
+        require_passable(inventory, inventory.require(address))
+    spec = build_spec(inventory, picked, name=name, memory_mib=memory_mib, vcpus=vcpus, tree=tree)
+    everything = [device.address for device in spec.devices]
+    check_action(inventory, GIVE_TO_VM, everything, None)
+    vms = read_vms(tree, connection)
+    for address in everything:
+        require_not_held(inventory, vms, address, besides=None)
+    return define(tree, generate(inventory, spec, "libvirt").text, connection=connection, progress=progress)
+
+
+# Kinds whose configuration is text the wizard can show a diff of before it changes anything.
+PLANNERS = {"libvirt": "passthrough.vms.libvirt", "proxmox": "passthrough.vms.proxmox"}
+
+
+def planned_config(vm: Vm, prepared: Prepared) -> str | None:
+    """The configuration ``vm`` will have after the attach (None: a kind without a config text)."""
+    if vm.kind not in PLANNERS or vm.config is None:
+        return None
+    text: str = importlib.import_module(PLANNERS[vm.kind]).plan_attach(vm, prepared)
+    return text
+
+
+def config_diff(vm: Vm, before: str, after: str, doing: str = "attach") -> str:
+    """A unified diff of a VM's configuration, labelled with the VM."""
+    return "".join(
+        difflib.unified_diff(
+            before.splitlines(keepends=True),
+            after.splitlines(keepends=True),
+            fromfile=f"{vm.ref} (now)",
+            tofile=f"{vm.ref} (after {doing})",
+        )
+    )

@@ -133,16 +133,21 @@ def check(
     everything = [device.address for device in spec.devices]
     permission = check_action(inventory, GIVE_TO_VM, everything, confirmation)
     for address in everything:
-        held = vms.holder(address, besides=vm.ref)
-        if held is not None:
-            other, device = held
-            where = "is running with it" if device.live else "has it in its configuration"
-            raise DeviceHeldElsewhere(
-                f"{describe(inventory.require(address))} already belongs to {other.ref} ({other.state}), which {where}.",
-                hint=f"Detach it from {other.name} first: two VMs cannot own one function.",
-            )
+        require_not_held(inventory, vms, address, besides=vm.ref)
     require_fingerprint(vm, fingerprint)
     return Prepared(vm=vm, inventory=inventory, spec=spec, picked=picked, confirmed=permission.confirmed)
+
+
+def require_not_held(inventory: Inventory, vms: VmInventory, address: str, *, besides: str | None) -> None:
+    """Refuse a function a VM other than ``besides`` already has, naming that VM."""
+    held = vms.holder(address, besides=besides)
+    if held is not None:
+        other, device = held
+        where = "is running with it" if device.live else "has it in its configuration"
+        raise DeviceHeldElsewhere(
+            f"{describe(inventory.require(address))} already belongs to {other.ref} ({other.state}), which {where}.",
+            hint=f"Detach it from {other.name} first: two VMs cannot own one function.",
+        )
 
 
 def require_passable(inventory: Inventory, function: PciFunction) -> None:

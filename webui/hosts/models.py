@@ -8,6 +8,7 @@ from typing import Any
 from django.db import models
 
 from passthrough.pci.model import Inventory
+from passthrough.vms.model import VmInventory
 
 
 class Host(models.Model):
@@ -43,6 +44,7 @@ class Snapshot(models.Model):
     source = models.CharField(max_length=20, choices=Source.choices)
     inventory = models.JSONField()  # Inventory.to_json()
     readiness = models.JSONField()  # passthrough.readiness report: {"ready", "checks"}
+    vms = models.JSONField(default=dict)  # passthrough.vms VmInventory.to_json(): the VMs and what they hold
     reason = models.CharField(max_length=200, blank=True, default="")  # e.g. "unbind 0000:01:00.0"
 
     class Meta:
@@ -55,6 +57,10 @@ class Snapshot(models.Model):
     @cached_property
     def parsed(self) -> Inventory:
         return Inventory.from_json(self.inventory)
+
+    @cached_property
+    def vm_inventory(self) -> VmInventory:
+        return VmInventory.from_json(self.vms)
 
     @property
     def ready(self) -> bool:

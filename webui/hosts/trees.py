@@ -11,6 +11,13 @@ from __future__ import annotations
 from django.conf import settings
 
 from passthrough.host import HostTree
+from passthrough.vms.give import Connection
+
+
+def vm_connection(tree: HostTree) -> Connection:
+    """Where the worker looks for VMs (settings PASSTHROUGH_LIBVIRT_URI, PASSTHROUGH_QMP_SOCKETS)."""
+    uri = settings.PASSTHROUGH_LIBVIRT_URI
+    return Connection.for_tree(tree, None if uri == "none" else uri, settings.PASSTHROUGH_QMP_SOCKETS)
 
 
 def worker_tree() -> HostTree:

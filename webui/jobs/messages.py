@@ -55,6 +55,17 @@ def _bool(value: Any) -> bool:
     return value
 
 
+def _optional_bool(value: Any) -> bool | None:
+    return None if value is None else _bool(value)
+
+
+def _path(value: Any) -> str:
+    """A VM reference: a domain name, a VMID, or qemu:<socket path> (paths run longer than names)."""
+    if type(value) is not str or not 0 < len(value) <= 4 * MAX_TEXT:
+        raise ArgumentRefused(f"must be text of 1 to {4 * MAX_TEXT} characters")
+    return value
+
+
 def _texts(value: Any) -> list[str]:
     if type(value) is not list or len(value) > MAX_LIST:
         raise ArgumentRefused(f"must be a list of at most {MAX_LIST} texts")
@@ -101,6 +112,15 @@ SCHEMAS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "confirm": _optional_text,
     },
     Action.UNDO_CHANGE: {"undo_of": _int, "force": _bool},
+    Action.VM_ATTACH: {
+        "vm": _path,
+        "addresses": _texts,
+        "live": _optional_bool,
+        "confirm": _optional_text,
+        "fingerprint": _optional_text,
+    },
+    Action.VM_DETACH: {"vm": _path, "addresses": _texts, "live": _optional_bool},
+    Action.VM_DEFINE: {"addresses": _texts, "name": _text, "memory_mib": _count, "vcpus": _count},
 }
 
 
@@ -175,6 +195,20 @@ def task_arguments(job: Job) -> dict[str, Any]:
             "confirm": parameters.get("confirm"),
         },
         Action.UNDO_CHANGE: {"undo_of": parameters.get("undo_of"), "force": parameters.get("force", False)},
+        Action.VM_ATTACH: {
+            "vm": parameters.get("vm"),
+            "addresses": list(job.targets),
+            "live": parameters.get("live"),
+            "confirm": parameters.get("confirm"),
+            "fingerprint": parameters.get("fingerprint"),
+        },
+        Action.VM_DETACH: {"vm": parameters.get("vm"), "addresses": list(job.targets), "live": parameters.get("live")},
+        Action.VM_DEFINE: {
+            "addresses": list(job.targets),
+            "name": parameters.get("name"),
+            "memory_mib": parameters.get("memory_mib"),
+            "vcpus": parameters.get("vcpus"),
+        },
     }
     return {"job_id": job.pk, **by_action[job.action]}
 

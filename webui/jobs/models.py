@@ -19,12 +19,18 @@ class Action(models.TextChoices):
     SET_KERNEL_CMDLINE = "set_kernel_cmdline", "Edit the kernel command line"
     REBUILD_INITRAMFS = "rebuild_initramfs", "Rebuild the initramfs"
     PLAN_CHANGE = "plan_change", "Show the file changes"
-    UNDO_CHANGE = "undo_change", "Undo a file change"
+    UNDO_CHANGE = "undo_change", "Undo a change"
+    VM_ATTACH = "vm_attach", "Give to a VM"
+    VM_DETACH = "vm_detach", "Take back from a VM"
+    VM_DEFINE = "vm_define", "Create a libvirt VM"
 
 
 # The file changes a plan_change job can plan (each is also an action that applies it).
 PLANNABLE = ("persist_binding", "unpersist_binding", "set_kernel_cmdline", "rebuild_initramfs")
 
+
+# Changes to a VM (its configuration, or the running VM); an undo job puts each back.
+VM_ACTIONS = ("vm_attach", "vm_detach", "vm_define")
 
 # Actions that change the host; "scan" and "plan_change" only read it.
 PRIVILEGED_ACTIONS = frozenset(action.value for action in Action) - {Action.SCAN.value, Action.PLAN_CHANGE.value}

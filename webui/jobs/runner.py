@@ -27,10 +27,10 @@ from webui.audit.models import record
 from webui.hosts.models import Snapshot
 from webui.hosts.snapshots import take_snapshot
 from webui.hosts.trees import worker_tree
-from webui.jobs import owner
+from webui.jobs import owner, vm_operations
 from webui.jobs.closing import JobRefused, close_queued
 from webui.jobs.messages import refuse_message, task_arguments
-from webui.jobs.models import Action, GroupLock, Job, State
+from webui.jobs.models import VM_ACTIONS, Action, GroupLock, Job, State
 
 logger = logging.getLogger(__name__)
 
@@ -346,10 +346,13 @@ def _undo(tree: HostTree, job: Job, progress: _StepWriter) -> OperationResult:
     record = (undone.result or {}).get("undo") if undone is not None else None
     if record is None:
         raise JobRefused(
-            f"Job {job.parameters.get('undo_of')} on {job.host.name} left no file change to undo.",
-            hint="Only a finished persistence job (bind at boot, kernel command line) can be undone.",
+            f"Job {job.parameters.get('undo_of')} on {job.host.name} left nothing to undo.",
+            hint="A finished persistence job (bind at boot, kernel command line) or VM change can be undone.",
         )
-    return ops.undo_change(tree, record, force=bool(job.parameters.get("force", False)), progress=progress)
+    force = bool(job.parameters.get("force", False))
+    if undone is not None and undone.action in VM_ACTIONS:
+        return vm_operations.undo(tree, record, force, progress)
+    return ops.undo_change(tree, record, force=force, progress=progress)
 
 
 OPERATIONS = {
@@ -364,4 +367,7 @@ OPERATIONS = {
     Action.REBUILD_INITRAMFS: _initramfs,
     Action.PLAN_CHANGE: _plan,
     Action.UNDO_CHANGE: _undo,
+    Action.VM_ATTACH: vm_operations.attach,
+    Action.VM_DETACH: vm_operations.detach,
+    Action.VM_DEFINE: vm_operations.define,
 }

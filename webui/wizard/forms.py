@@ -202,3 +202,11 @@ class PlanForm(forms.Form):
 
 class TargetForm(forms.Form):
     target = forms.ChoiceField(choices=list(TARGETS.items()), initial="qemu", label="Hypervisor")
+
+
+class NewVmForm(forms.Form):
+    """Step 5's "new VM from this config": a libvirt domain the worker defines from the generated XML."""
+
+    name = forms.RegexField(regex=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", initial="passthrough-vm", label="Name")
+    memory_mib = forms.IntegerField(min_value=256, max_value=65535, initial=8192, label="Memory (MiB)")
+    vcpus = forms.IntegerField(min_value=1, max_value=256, initial=4, label="vCPUs")

@@ -10,7 +10,7 @@ STEPS = (
     (2, "Pick a device"),
     (3, "Review the plan"),
     (4, "Apply"),
-    (5, "Your VM"),
+    (5, "Give it to a VM"),
 )
 LAST_STEP = len(STEPS)
 
@@ -29,6 +29,8 @@ class WizardState(models.Model):
     plan_job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     bind_job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     persist_job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    vm = models.CharField(max_length=800, blank=True, default="")  # the VM step 5 gives the device to (kind:id)
+    vm_job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     finished = models.DateTimeField(null=True, blank=True)
     updated = models.DateTimeField(auto_now=True)
 
@@ -47,5 +49,6 @@ class WizardState(models.Model):
         fresh = WizardState(user=self.user, host=self.host)
         for field in ("step", "reached", "acknowledged", "device", "release_console", "persist", "confirm"):
             setattr(self, field, getattr(fresh, field))
-        self.plan_job = self.bind_job = self.persist_job = None
+        self.plan_job = self.bind_job = self.persist_job = self.vm_job = None
+        self.vm = ""
         self.finished = None

@@ -19,7 +19,7 @@ from django_htmx.http import HTMX_STOP_POLLING
 from passthrough.ops.console import released_by
 from webui.accounts.decorators import operator_required
 from webui.jobs import service
-from webui.jobs.models import Action, Job, State
+from webui.jobs.models import VM_ACTIONS, Action, Job, State
 from webui.wizard.forms import JobFilterForm
 from webui.wizard.giveback import given_back_by
 from webui.wizard.views.common import run_job
@@ -66,7 +66,7 @@ def bound_at_boot(job: Job) -> list[str]:
 
 def job_context(job: Job) -> dict[str, Any]:
     undone_by = stopped_by = None
-    if job.action in UNDOABLE:
+    if job.action in UNDOABLE or job.action in VM_ACTIONS:
         undone_by = Job.objects.filter(action=Action.UNDO_CHANGE, parameters__undo_of=job.pk).first()
     at_boot = bound_at_boot(job)
     if at_boot:
@@ -75,7 +75,9 @@ def job_context(job: Job) -> dict[str, Any]:
     given_back = given_back_by(job) if job.action == Action.BIND_VFIO and job.state == State.SUCCEEDED else None
     return {
         "job": job,
-        "can_undo": job.action in UNDOABLE and job.state == State.SUCCEEDED and bool(result.get("undo")),
+        "can_undo": (job.action in UNDOABLE or job.action in VM_ACTIONS)
+        and job.state == State.SUCCEEDED
+        and bool(result.get("undo")),
         "undone_by": undone_by,
         "can_give_back": job.action == Action.BIND_VFIO and job.state == State.SUCCEEDED and given_back is None,
         "given_back_by": given_back,
@@ -107,7 +109,7 @@ def undo(request: HttpRequest, pk: int) -> HttpResponse:
     job = get_object_or_404(Job.objects.select_related("host"), pk=pk)
     if not job_context(job)["can_undo"]:
         messages.error(
-            request, f"Job {job.pk} left no file change to undo: only a finished persistence job can be undone."
+            request, f"Job {job.pk} left nothing to undo: only a finished persistence job or VM change can be undone."
         )
         return redirect("job", pk=job.pk)
     made = run_job(request, host=job.host, action=Action.UNDO_CHANGE, parameters={"undo_of": job.pk, "force": False})

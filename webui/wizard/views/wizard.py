@@ -21,6 +21,7 @@ from passthrough.errors import PassthroughError
 from webui.hosts.models import Host, Snapshot
 from webui.wizard import snapshots
 from webui.wizard.forms import TargetForm
+from webui.wizard.give import chosen_vm, plan_for
 from webui.wizard.models import LAST_STEP, STEPS, WizardState
 from webui.wizard.review import candidates, review
 from webui.wizard.views.common import error_text, get_host
@@ -83,11 +84,12 @@ def _apply(request: HttpRequest, state: WizardState, snapshot: Snapshot) -> dict
 
 
 def _vm(request: HttpRequest, state: WizardState, snapshot: Snapshot) -> dict[str, Any]:
-    form = TargetForm(request.GET or {"target": state.target})
+    form = TargetForm({"target": request.GET.get("target", state.target)})
     target = form.cleaned_data["target"] if form.is_valid() else "qemu"
     context: dict[str, Any] = {"form": form, "target": target, "target_label": TARGETS[target]}
     if not state.device:
         return context
+    context.update(_give(request, state, snapshot))
     inventory = snapshots.inventory_of(snapshot)
     try:
         spec = build_spec(inventory, [state.device])
@@ -112,6 +114,13 @@ def _vm(request: HttpRequest, state: WizardState, snapshot: Snapshot) -> dict[st
         more=reverse("vmconfig", kwargs={"host": state.host.name}) + "?" + urlencode(query),
     )
     return context
+
+
+def _give(request: HttpRequest, state: WizardState, snapshot: Snapshot) -> dict[str, Any]:
+    vms = snapshot.vm_inventory
+    chosen = chosen_vm(vms, request.GET.get("vm") or state.vm)
+    plan = plan_for(snapshots.inventory_of(snapshot), vms, chosen, state.device) if chosen else None
+    return {"vms": vms, "chosen": chosen, "plan": plan, "vm_job": state.vm_job}
 
 
 STEP_CONTEXT = {1: _check, 2: _pick, 3: _plan, 4: _apply, 5: _vm}

@@ -20,7 +20,8 @@ from webui.accounts.decorators import operator_required
 from webui.hosts.models import Snapshot
 from webui.jobs.models import Action, State
 from webui.wizard import snapshots
-from webui.wizard.forms import AcknowledgeForm, PickForm, PlanForm, TargetForm
+from webui.wizard.forms import AcknowledgeForm, NewVmForm, PickForm, PlanForm, TargetForm
+from webui.wizard.give import chosen_vm
 from webui.wizard.models import STEPS, WizardState
 from webui.wizard.review import Review, candidates, review
 from webui.wizard.views.common import error_text, get_host, run_job
@@ -188,7 +189,57 @@ def _persist(request: HttpRequest, state: WizardState) -> int:
     return 4
 
 
-def _finish(request: HttpRequest, state: WizardState, snapshot: Snapshot) -> int:
+def _give(request: HttpRequest, state: WizardState, snapshot: Snapshot) -> int:
+    """Step 5's buttons: attach the device to the chosen VM, detach one a VM holds, define a new VM, or finish."""
+    what = request.POST.get("do", "finish")
+    if what == "finish":
+        return _finish(request, state)
+    if state.vm_job is not None and not state.vm_job.is_finished:
+        messages.info(request, f"Job {state.vm_job.pk} is still running.")
+        return 5
+    vms = snapshot.vm_inventory
+    reference = request.POST.get("vm", "")
+    if what == "define":
+        if not state.device:
+            messages.error(request, "Pick a device first (step 2).")
+            return 5
+        form = NewVmForm(request.POST)
+        if not form.is_valid():
+            messages.error(request, "A new VM needs a name of letters, digits, '-', '_' or '.', memory and vCPUs.")
+            return 5
+        state.vm = f"libvirt:{form.cleaned_data['name']}"
+        state.vm_job = run_job(
+            request, host=state.host, action=Action.VM_DEFINE, targets=[state.device],
+            parameters={key: form.cleaned_data[key] for key in ("name", "memory_mib", "vcpus")},
+        )  # fmt: skip
+        return 5
+    vm = chosen_vm(vms, reference)
+    if vm is None:
+        messages.error(request, "Pick one of the VMs listed (the list comes from the latest snapshot).")
+        return 5
+    state.vm = vm.ref
+    if what == "detach":
+        address = request.POST.get("address", "")
+        if vm.holds(address) is None:
+            messages.error(request, f"{vm.name} does not hold {address or 'that device'} in the latest snapshot.")
+            return 5
+        state.vm_job = run_job(
+            request, host=state.host, action=Action.VM_DETACH, targets=[address],
+            parameters={"vm": vm.ref, "live": None},
+        )  # fmt: skip
+        return 5
+    if not state.device:
+        messages.error(request, "Pick a device first (step 2).")
+        return 5
+    state.vm_job = run_job(
+        request, host=state.host, action=Action.VM_ATTACH, targets=[state.device],
+        parameters={"vm": vm.ref, "live": None, "confirm": state.confirm or None,
+                    "fingerprint": request.POST.get("fingerprint") or None},
+    )  # fmt: skip
+    return 5
+
+
+def _finish(request: HttpRequest, state: WizardState) -> int:
     form = TargetForm(request.POST)
     if form.is_valid():
         state.target = form.cleaned_data["target"]
@@ -199,4 +250,4 @@ def _finish(request: HttpRequest, state: WizardState, snapshot: Snapshot) -> int
     return FINISHED
 
 
-ACTIONS: dict[int, Action_] = {1: _acknowledge, 2: _pick, 3: _choose, 4: _apply, 5: _finish}
+ACTIONS: dict[int, Action_] = {1: _acknowledge, 2: _pick, 3: _choose, 4: _apply, 5: _give}
