@@ -6,9 +6,10 @@ what the kernel does with the store: ``driver_override`` decides the next probe,
 or by id, vfio-pci creates ``dev/vfio/<group>``, ``sriov_numvfs`` creates and removes VFs,
 ``reset`` follows ``reset_method`` (a bus reset only for a function alone on its bus, as in
 pci_parent_bus_reset()), and faults can be injected (see :mod:`.faults`).
-Commands go through :meth:`run_command` (``modprobe`` loads a module on the tree; anything
-else is recorded), so operations are tested end to end without root and without touching
-the machine running the tests.
+Commands go through :meth:`run_command` (``modprobe`` loads a module on the tree, ``qm``
+edits its Proxmox VM configs as qemu-server would (see :mod:`.qm`); anything else is
+recorded), so operations are tested end to end without root and without touching the
+machine running the tests.
 
 Its memory (native drivers, faults, dynamic ids) lives in ``<root>/.kerneldouble/``, so a
 Celery worker in another process that builds ``KernelDouble(root)`` acts on the same
@@ -27,6 +28,7 @@ from contextlib import contextmanager
 
 from passthrough.errors import SysfsWriteError
 from passthrough.host import PCI_DEVICES, PCI_DRIVERS, HostTree
+from passthrough.kerneldouble import qm
 from passthrough.kerneldouble import state as stored
 from passthrough.kerneldouble.console import PLATFORM_DRIVERS, Console
 from passthrough.kerneldouble.faults import Fault
@@ -299,7 +301,7 @@ class KernelDouble(HostTree):
 
     # Commands ----------------------------------------------------------------------------
     def run_command(self, argv: list[str]) -> CommandResult:
-        """Answer a command as the host would: modprobe acts on the tree, the rest is recorded."""
+        """Answer a command as the host would: modprobe and qm act on the tree, the rest is recorded."""
         argv = [str(arg) for arg in argv]
         self.commands.append(argv)
         with self._kernel() as (core, state):
@@ -312,6 +314,8 @@ class KernelDouble(HostTree):
                     return CommandResult(argv, fault.returncode, "", f"{argv[0]}: failed (injected fault)")
             if argv and os.path.basename(argv[0]) == "modprobe":
                 return self._modprobe(core, argv)
+            if argv and os.path.basename(argv[0]) == "qm":
+                return qm.answer(self, argv)  # qemu-server's qm on etc/pve (see kerneldouble.qm)
         return CommandResult(argv, 0, "", "")
 
     @staticmethod
