@@ -62,8 +62,16 @@ def device(request: HttpRequest, host: str, address: str) -> HttpResponse:
         reset_left_out=left_out,
         sriov_verdict=judge(inventory, SET_SRIOV_VFS, [wanted]) if function.sriov_totalvfs else None,
         sriov_form=SriovForm(initial={"count": function.sriov_numvfs or 0}, total=function.sriov_totalvfs or 0),
+        findings=findings_about(context["snapshot"], wanted),
+        held_by=context["snapshot"].vm_inventory.holder(wanted),
     )
     return render(request, "hosts/device.html", context)
+
+
+def findings_about(snapshot: Snapshot, address: str) -> list[tuple[int, dict[str, Any]]]:
+    """The Diagnose page's findings about ``address``, each with its number there (its anchor)."""
+    findings = (snapshot.readiness.get("diagnosis") or {}).get("findings") or []
+    return [(number, finding) for number, finding in enumerate(findings, 1) if finding.get("device") == address]
 
 
 def reset_methods_offered(inventory: Inventory, function: PciFunction) -> tuple[list[str], str | None]:
