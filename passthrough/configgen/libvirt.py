@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from passthrough.configgen.hostcheck import comment_block
 from passthrough.configgen.layout import device_summary, guest_slots
 from passthrough.configgen.safe import xml_comment_text, xml_value
-from passthrough.configgen.spec import OVMF_CODE, OVMF_VARS, GeneratedConfig, HostRequirement, VmSpec
+from passthrough.configgen.spec import OVMF_CODE, OVMF_VARS, GeneratedConfig, HostRequirement, PassedDevice, VmSpec
 
 if TYPE_CHECKING:
     from passthrough.pci.model import Inventory
@@ -108,47 +108,81 @@ def domain(spec: VmSpec) -> tuple[ET.Element, dict[str, str]]:
     return root, notes
 
 
+def root_port(parent: ET.Element, index: int, *, chassis: int, port: int, model_name: bool = False) -> ET.Element:
+    """A guest ``pcie-root-port`` controller; ``model_name`` adds the ``<model name>`` that
+    libvirt fills in itself at define time but asks for when the port is attached alone."""
+    controller = _sub(parent, "controller", type="pci", index=str(index), model="pcie-root-port")
+    if model_name:
+        _sub(controller, "model", name="pcie-root-port")
+    _sub(controller, "target", chassis=str(chassis), port=_hex(port, 2))
+    return controller
+
+
+def hostdev(
+    parent: ET.Element,
+    device: PassedDevice,
+    *,
+    bus: int,
+    slot: int,
+    function: int,
+    multifunction: bool = False,
+    alias: str | None = None,
+) -> ET.Element:
+    """One ``<hostdev>``: the host function in ``<source>``, its ROM choice, and its guest address."""
+    host = device.pci_address
+    element = _sub(parent, "hostdev", mode="subsystem", type="pci", managed="yes")
+    _sub(element, "driver", name="vfio")
+    source = _sub(element, "source")
+    _sub(
+        source,
+        "address",
+        domain=_hex(host.domain, 4),
+        bus=_hex(host.bus, 2),
+        slot=_hex(host.slot, 2),
+        function=_hex(host.function, 1),
+    )
+    if alias is not None:
+        _sub(element, "alias", name=alias)
+    if device.rom_file:
+        _sub(element, "rom", file=device.rom_file)
+    elif not device.rombar:
+        _sub(element, "rom", bar="off")
+    guest = {
+        "type": "pci",
+        "domain": "0x0000",
+        "bus": _hex(bus, 2),
+        "slot": _hex(slot, 2),
+        "function": _hex(function, 1),
+    }
+    if multifunction:
+        guest["multifunction"] = "on"
+    _sub(element, "address", **guest)
+    return element
+
+
 def _hostdevs(spec: VmSpec, devices: ET.Element, overrides: list[str], notes: dict[str, str]) -> None:
     slots = guest_slots(spec)
     for slot in slots:
         if spec.uses_pcie:
             index = slot.index + 1
-            controller = _sub(devices, "controller", type="pci", index=str(index), model="pcie-root-port")
-            _sub(controller, "target", chassis=str(index), port=_hex(FIRST_SLOT + slot.index, 2))
+            root_port(devices, index, chassis=index, port=FIRST_SLOT + slot.index)
             bus, guest_slot = index, 0
         else:
             bus, guest_slot = 0, FIRST_SLOT + slot.index
         for device, guest_function in slot.functions:
-            host = device.pci_address
-            hostdev = _sub(devices, "hostdev", mode="subsystem", type="pci", managed="yes")
-            _sub(hostdev, "driver", name="vfio")
-            source = _sub(hostdev, "source")
-            _sub(
-                source,
-                "address",
-                domain=_hex(host.domain, 4),
-                bus=_hex(host.bus, 2),
-                slot=_hex(host.slot, 2),
-                function=_hex(host.function, 1),
-            )
+            alias = None
             if device.x_vga and spec.firmware == "seabios":
                 alias = f"ua-hostdev{len(overrides)}"
-                _sub(hostdev, "alias", name=alias)
                 overrides.append(alias)
-            if device.rom_file:
-                _sub(hostdev, "rom", file=device.rom_file)
-            elif not device.rombar:
-                _sub(hostdev, "rom", bar="off")
-            guest = {
-                "type": "pci",
-                "domain": "0x0000",
-                "bus": _hex(bus, 2),
-                "slot": _hex(guest_slot, 2),
-                "function": _hex(guest_function, 1),
-            }
-            if slot.multifunction and guest_function == 0:
-                guest["multifunction"] = "on"
-            _sub(hostdev, "address", **guest)
+            hostdev(
+                devices,
+                device,
+                bus=bus,
+                slot=guest_slot,
+                function=guest_function,
+                multifunction=slot.multifunction and guest_function == 0,
+                alias=alias,
+            )
     notes["<hostdev managed='yes'>"] = (
         "libvirt detaches the function from its host driver when the VM starts and gives it back after; "
         "<source><address> is the function on this host, the second <address> its place in the guest."
