@@ -5,7 +5,8 @@ Three kinds of VM, one model (:mod:`passthrough.vms.model`):
 * ``libvirt``: domains of ``qemu:///system`` (:mod:`passthrough.vms.libvirt` plans the
   domain XML, :mod:`passthrough.vms.libvirtd` talks to the daemon through libvirt-python);
 * ``proxmox``: Proxmox VE VMs, ``/etc/pve/qemu-server/<vmid>.conf`` and ``qm``
-  (:mod:`passthrough.vms.proxmox`);
+  (:mod:`passthrough.vms.proxmox`, with :mod:`~passthrough.vms.pveconf` for the file format
+  and :mod:`~passthrough.vms.pvenode` for reading a node);
 * ``qemu``: a plain QEMU process with a QMP socket (:mod:`passthrough.vms.qmp`).
 
 :mod:`passthrough.vms.give` holds the operations the worker runs (attach, detach, undo,

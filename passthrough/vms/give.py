@@ -183,7 +183,7 @@ def config_diff(vm: Vm, before: str, after: str, doing: str = "attach") -> str:
         difflib.unified_diff(
             before.splitlines(keepends=True),
             after.splitlines(keepends=True),
-            fromfile=f"{vm.ref} (now)",
+            fromfile=f"{vm.ref} (before {doing})",
             tofile=f"{vm.ref} (after {doing})",
         )
     )
