@@ -276,6 +276,15 @@ PASSTHROUGH_ALLOW_UNAUTHENTICATED_BROKER = envbool("PASSTHROUGH_ALLOW_UNAUTHENTI
 BROKER_SIGNING_DIR = Path(envstr("BROKER_SIGNING_DIR", str(VAR_DIR / "broker")))
 # A queued job older than this is not run: it ends "expired" with the reason.
 PASSTHROUGH_JOB_MAX_WAIT = envint("PASSTHROUGH_JOB_MAX_WAIT", "600")
+# Every worker says it is alive this often (seconds); a host whose worker has not been heard
+# from for longer than PASSTHROUGH_OFFLINE_AFTER (default three beats) is shown "offline".
+PASSTHROUGH_HEARTBEAT_SECONDS = envint("PASSTHROUGH_HEARTBEAT_SECONDS", "30")
+PASSTHROUGH_OFFLINE_AFTER = envint("PASSTHROUGH_OFFLINE_AFTER", str(3 * PASSTHROUGH_HEARTBEAT_SECONDS))
+if PASSTHROUGH_HEARTBEAT_SECONDS < 1 or PASSTHROUGH_OFFLINE_AFTER <= PASSTHROUGH_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured(
+        "PASSTHROUGH_HEARTBEAT_SECONDS must be 1 or more, and PASSTHROUGH_OFFLINE_AFTER longer than it "
+        "(a host would be called offline between two of its beats)."
+    )
 
 # Celery, read by webui/celery.py through the CELERY_ namespace. The broker is not trusted
 # to be private: task messages are signed (the "auth" serializer wraps JSON, never pickle),

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import datetime
 from functools import cached_property
 from typing import Any
 
+from django.conf import settings
 from django.db import models
+from django.utils import timezone
+from django.utils.timesince import timesince
 
 from passthrough.pci.model import Inventory
 from passthrough.vms.model import VmInventory
+
+CPU_VENDORS = {"GenuineIntel": "Intel", "AuthenticAMD": "AMD", "HygonGenuine": "Hygon"}
 
 
 class Host(models.Model):
@@ -16,12 +22,47 @@ class Host(models.Model):
     root = models.CharField(max_length=4096, default="/")  # the tree its worker reads
     created = models.DateTimeField(auto_now_add=True)
     last_seen = models.DateTimeField(null=True, blank=True)  # the worker's last word
+    # What the worker says about its host when it starts (webui/hosts/registration.py).
+    registered = models.DateTimeField(null=True, blank=True)  # when its worker last started
+    kernel = models.CharField(max_length=200, blank=True, default="")  # proc/sys/kernel/osrelease
+    cpu_vendor = models.CharField(max_length=40, blank=True, default="")  # "GenuineIntel", "AuthenticAMD"
+    iommu_enabled = models.BooleanField(null=True, blank=True)  # None: the worker could not tell
+    iommu_detail = models.CharField(max_length=300, blank=True, default="")  # the readiness check's finding
+    worker_version = models.CharField(max_length=100, blank=True, default="")  # "0.1.0+3583cb1"
 
     class Meta:
         ordering = ["name"]
 
     def __str__(self) -> str:
         return self.name
+
+    def silence(self, now: datetime.datetime | None = None) -> datetime.timedelta | None:
+        """How long since the worker was last heard from; None when it never was."""
+        if self.last_seen is None:
+            return None
+        return (now or timezone.now()) - self.last_seen
+
+    def is_offline_at(self, now: datetime.datetime) -> bool:
+        silence = self.silence(now)
+        return silence is None or silence.total_seconds() > settings.PASSTHROUGH_OFFLINE_AFTER
+
+    @property
+    def is_offline(self) -> bool:
+        """No heartbeat for longer than PASSTHROUGH_OFFLINE_AFTER: its jobs wait (and may expire)."""
+        return self.is_offline_at(timezone.now())
+
+    def absence(self, now: datetime.datetime | None = None) -> str:
+        """ "pve2 has not been seen for 4 minutes", in words, for pages and job messages."""
+        if self.last_seen is None:
+            return f"{self.name}'s worker has never reported"
+        now = now or timezone.now()
+        if (now - self.last_seen).total_seconds() < 60:
+            return f"{self.name} has not been seen for {int((now - self.last_seen).total_seconds())} seconds"
+        return f"{self.name} has not been seen for {timesince(self.last_seen, now)}".replace("\xa0", " ")
+
+    @property
+    def cpu_vendor_name(self) -> str:
+        return CPU_VENDORS.get(self.cpu_vendor, self.cpu_vendor)
 
     @property
     def queue(self) -> str:

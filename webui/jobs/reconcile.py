@@ -15,6 +15,9 @@ A job whose owner still ran at the worker's start is looked at again at every he
 process asleep in the kernel survives SIGKILL (an unbind of a sound card sleeps in
 snd_card_free until the card's last open file is closed), so a restarted worker can find
 the old pool process alive, and only later gone.
+
+The broker can lose messages too (a Redis restarted without persistence): ``LostMessages``
+sends a queued job again when its message is gone from the broker at two heartbeats in a row.
 """
 
 from __future__ import annotations
@@ -201,6 +204,77 @@ def reconcile(host: Host, tree: HostTree) -> list[Job]:
     if closed:
         logger.warning("closed %d interrupted job(s) on %s", len(closed), host.name)
     return closed
+
+
+def broker_task_ids(queue: str) -> set[str] | None:
+    """The task ids the broker holds for ``queue``: waiting in it, or delivered and not yet acknowledged.
+
+    Read the way kombu's Redis transport keeps them (a list per queue and priority, and one
+    hash of unacknowledged deliveries); None when the broker is not a Redis or cannot be read.
+    """
+    import json
+
+    import redis
+    from django.conf import settings
+    from kombu.transport.redis import PRIORITY_STEPS, Channel
+
+    url = settings.CELERY_BROKER_URL
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        return None
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+    try:
+        keys = [queue] + [f"{queue}{Channel.sep}{step}" for step in PRIORITY_STEPS if step]
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.lrange(key, 0, -1)
+        pipe.hvals(Channel.unacked_key)
+        *lists, unacked = pipe.execute()
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
+    ids = set()
+    for raw in [item for items in lists for item in items] + [json.loads(value)[0] for value in unacked]:
+        message = json.loads(raw) if isinstance(raw, (bytes, str)) else raw
+        ids.add(str((message.get("headers") or {}).get("id", "")))
+    return ids
+
+
+class LostMessages:
+    """Sends again the queued jobs whose message the broker no longer holds.
+
+    A Redis restarted without persistence (the default install's private one) forgets every
+    message it held. A job whose message is missing at two heartbeats in a row is sent again:
+    one look could fall between the web app saving the row and sending its message, or
+    between the worker taking a message and recording its delivery. A message sent twice
+    still runs its job once: only a queued job starts.
+    """
+
+    def __init__(self) -> None:
+        self.missing: set[int] = set()
+
+    def resend(self, host: Host) -> int:
+        from webui.jobs.service import BrokerUnavailable, send
+
+        queued = list(Job.objects.filter(host=host, state=State.QUEUED).select_related("host"))
+        present = broker_task_ids(host.queue) if queued else set()
+        if present is None:
+            return 0  # the broker cannot be read now: nothing is known to be lost
+        missing = {job.pk for job in queued if job.task_id not in present}
+        count = 0
+        for job in queued:
+            if job.pk in missing and job.pk in self.missing:
+                try:
+                    send(job)
+                except BrokerUnavailable:
+                    logger.warning("could not send job %s again", job.pk)
+                    continue
+                missing.discard(job.pk)
+                count += 1
+        self.missing = missing
+        if count:
+            logger.warning("sent %d queued job(s) again: the broker had lost their messages", count)
+        return count
 
 
 def resend_queued(host: Host) -> int:

@@ -115,6 +115,11 @@ def submit(
     job = create_job(
         host=host, action=action, targets=targets, parameters=parameters, user=user, actor=actor, audit=request
     )
+    if host.is_offline:
+        # Said at once, on the job's page: the job is sent all the same and runs if the host
+        # comes back in time.
+        job.message = offline_message(host)
+        Job.objects.filter(pk=job.pk, state=State.QUEUED).update(message=job.message)
     try:
         send(job)
     except BrokerUnavailable as error:
@@ -197,17 +202,30 @@ def cancel(job: Job, user: Any) -> bool:
     )
 
 
+def offline_message(host: Host) -> str:
+    """What a job for a host that is offline says from the start."""
+    return f"{host.absence()}; the job waits for it until it expires."
+
+
 def expire_stale(host: Host, max_wait: int) -> int:
-    """Close the queued jobs of ``host`` that waited longer than ``max_wait`` seconds (the worker's heartbeat)."""
-    cutoff = timezone.now() - datetime.timedelta(seconds=max_wait)
+    """Close the queued jobs of ``host`` that waited longer than ``max_wait`` seconds (a worker's heartbeat).
+
+    A job whose host is offline says so in its message, as it did while it waited.
+    """
+    now = timezone.now()
+    cutoff = now - datetime.timedelta(seconds=max_wait)
+    limit = f"{max_wait // 60} minutes" if max_wait >= 120 else f"{max_wait} seconds"
+    if host.is_offline_at(now):
+        why = f"Not run: {host.absence(now)}; the job waited more than {limit} for {host.name}'s worker and expired."
+    else:
+        why = f"Not run: the job waited more than {limit} for {host.name}'s worker."
     expired = 0
     for job in Job.objects.filter(host=host, state=State.QUEUED, created__lt=cutoff).select_related("host"):
         expired += close_queued(
             job,
             State.EXPIRED,
             "expired",
-            f"Not run: the job waited more than {max_wait // 60} minutes for {host.name}'s worker. "
-            "Nothing was changed; start it again if it is still wanted.",
+            f"{why} Nothing was changed; start it again if it is still wanted.",
             actor="worker",
         )
     return expired

@@ -1,11 +1,14 @@
 """What a host's worker does besides running tasks.
 
-On start: register its host, close jobs a previous run left running, send queued jobs
-again, and store a first snapshot. While it runs: watch the kernel's PCI events (add,
-remove, bind, unbind) with pyudev and store a fresh snapshot after each burst of them, so a
-change made by hand shows in the UI; and every half minute say it is alive, expire queued
-jobs that waited too long, close running jobs whose process has gone since (see reconcile)
-and audit the count of refused messages whose window has passed.
+On start: register its host (kernel, CPU vendor, IOMMU, the app's version), close jobs a
+previous run left running, store a first snapshot, and send queued jobs again. While it
+runs: watch the kernel's PCI events (add, remove, bind, unbind) with pyudev and store a
+fresh snapshot after each burst of them, so a change made by hand shows in the UI; and
+every PASSTHROUGH_HEARTBEAT_SECONDS say it is alive, expire queued jobs that waited too
+long (its own, and those of hosts that are offline, whose own worker cannot), send again
+the queued jobs whose message the broker lost (a Redis restarted without persistence),
+close running jobs whose process has gone since (see reconcile) and audit the count of
+refused messages whose window has passed.
 
 Only a worker that consumes its host's queue does this; the web process imports this module
 too (Django loads the app) but its signals never fire there.
@@ -26,7 +29,6 @@ from django.utils import timezone
 logger = logging.getLogger(__name__)
 
 DEBOUNCE_SECONDS = 1.0
-HEARTBEAT_SECONDS = 30.0
 PCI_ACTIONS = frozenset({"add", "remove", "bind", "unbind", "change"})
 
 _stop = threading.Event()
@@ -50,6 +52,7 @@ def on_worker_ready(sender: Any = None, **kwargs: Any) -> None:
 
 def start_host_duties() -> None:
     from webui.hosts.models import Snapshot
+    from webui.hosts.registration import register
     from webui.hosts.snapshots import take_snapshot, this_host
     from webui.hosts.trees import worker_tree
     from webui.jobs.reconcile import reconcile, resend_queued
@@ -57,6 +60,7 @@ def start_host_duties() -> None:
     _stop.clear()
     host = this_host()
     tree = worker_tree()
+    register(host, tree)
     reconcile(host, tree)
     take_snapshot(host, tree, Snapshot.Source.STARTUP, reason="worker started")
     resent = resend_queued(host)
@@ -105,27 +109,38 @@ def on_task_failure(sender: Any = None, exception: BaseException | None = None, 
 
 
 def _heartbeat() -> None:
-    while not _stop.wait(HEARTBEAT_SECONDS):
+    from webui.jobs.reconcile import LostMessages
+
+    lost = LostMessages()
+    while not _stop.wait(settings.PASSTHROUGH_HEARTBEAT_SECONDS):
         try:
-            beat()
-        except Exception:  # the database may be restarting; the next beat tries again
+            beat(lost)
+        except Exception:  # the database or the broker may be restarting; the next beat tries again
             logger.warning("heartbeat failed", exc_info=True)
         finally:
             connection.close()
 
 
-def beat() -> None:
+def beat(lost: Any = None) -> None:
     from webui.audit.refusals import close_finished_bursts
     from webui.hosts.models import Host
     from webui.jobs.service import expire_stale
 
     name = settings.PASSTHROUGH_HOSTNAME
-    Host.objects.filter(name=name).update(last_seen=timezone.now())
-    for host in Host.objects.filter(name=name):
+    now = timezone.now()
+    Host.objects.filter(name=name).update(last_seen=now)
+    for host in Host.objects.all():
+        if host.name != name and not host.is_offline_at(now):
+            continue  # an online host's own worker expires its jobs
+        # An offline host's worker cannot expire its jobs, so whichever worker beats does:
+        # closing a row is all it takes, nothing on that host is touched.
         expired = expire_stale(host, settings.PASSTHROUGH_JOB_MAX_WAIT)
         if expired:
-            logger.warning("expired %d queued job(s) that waited too long", expired)
-        _reconcile_orphans(host)
+            logger.warning("expired %d queued job(s) of %s that waited too long", expired, host.name)
+        if host.name == name:
+            if lost is not None:
+                lost.resend(host)
+            _reconcile_orphans(host)
     close_finished_bursts(name)
     # Keeps the audit page's checkpoint recent, so no visit walks more than a beat's events.
     from webui.audit.models import verify_recent
