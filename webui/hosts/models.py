@@ -56,7 +56,7 @@ class Host(models.Model):
         if self.last_seen is None:
             return f"{self.name}'s worker has never reported"
         now = now or timezone.now()
-        if (now - self.last_seen).total_seconds() < 60:
+        if (now - self.last_seen).total_seconds() < 120:  # "1 minute" would hide up to 59 seconds
             return f"{self.name} has not been seen for {int((now - self.last_seen).total_seconds())} seconds"
         return f"{self.name} has not been seen for {timesince(self.last_seen, now)}".replace("\xa0", " ")
 
