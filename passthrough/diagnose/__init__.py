@@ -10,12 +10,16 @@
 - ``context``: what a fix needs to know about the host (IOMMU vendor, boot loader, kernel,
   framebuffer, the inventory), read lazily and only when something was found;
 - ``advice``: the cause in words and the fix for this host, per finding id;
+- ``bootcheck``: ``boot_binding_lost``, from the host's state rather than a log: an address
+  bound to vfio-pci at boot that this boot did not give it, and why (read with every diagnosis);
 - ``run``: :func:`~passthrough.diagnose.run.diagnose`, which groups matching lines into one
-  finding per (id, device);
+  finding per (id, device), and adds bootcheck's;
 - ``report``: ``manage.py diagnose``: its options, its table and its JSON.
 
 May import: ``passthrough.pci``, ``passthrough.boot`` (where a kernel parameter goes),
 ``passthrough.readiness.facts`` (the IOMMU vendor and boot facts readiness reads too),
-``passthrough.ops.reset`` (the AMD reset-bug table), ``passthrough.host``,
+``passthrough.ops.reset`` (the AMD reset-bug table), ``passthrough.ops.persist``,
+``passthrough.ops.modules`` and ``passthrough.ops.sysfs`` (what binds at boot, and a driver's
+module), ``passthrough.host``,
 ``passthrough.errors`` and ``passthrough.evidence``. Nothing from ``webui`` or Django.
 """

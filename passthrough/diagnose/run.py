@@ -8,6 +8,7 @@ lines as evidence and the count in ``occurrences``.
 from __future__ import annotations
 
 from passthrough.diagnose.advice import ADVICE
+from passthrough.diagnose.bootcheck import check_boot_bindings
 from passthrough.diagnose.context import HostContext
 from passthrough.diagnose.finding import SEVERITIES, Diagnosis, Finding, LogLine
 from passthrough.diagnose.logs import KERNEL_LOG, collect
@@ -73,4 +74,7 @@ def diagnose(
     if findings:
         kernel_text = [line.text for line in collected.lines if line.source == KERNEL_LOG]
         advise(findings, HostContext(tree, kernel_text, inventory))
+    # The host's state too, read with every diagnosis (so after each boot): bindings at boot it lost.
+    findings += check_boot_bindings(tree, inventory)
+    findings.sort(key=lambda item: SEVERITIES.index(item.severity))
     return Diagnosis(findings, collected.sources, collected.unreadable)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from passthrough.diagnose.bootcheck import BOOT_BINDING_LOST
 from webui.accounts.decorators import operator_required
+from webui.hosts.models import Snapshot
 from webui.jobs.models import Job
 from webui.wizard import snapshots
 from webui.wizard.catalog import NEEDS_CONFIRMATION, NOT_VIABLE, VIABLE
@@ -35,7 +39,8 @@ def host_home(request: HttpRequest, host: str) -> HttpResponse:
     prepared = snapshots.prepared(snapshot) if snapshot else None
     on_vfio = [function for function in prepared.inventory.devices if function.driver == VFIO] if prepared else []
     state = WizardState.objects.filter(user=request.user, host=context["host"]).first()
-    if not on_vfio and not (state and state.finished) and "dashboard" not in request.GET:
+    lost = boot_bindings_lost(snapshot) if snapshot else []
+    if not on_vfio and not lost and not (state and state.finished) and "dashboard" not in request.GET:
         return redirect("wizard", host=context["host"].name)
     # Groups of bridges alone are not "cannot": they hold nothing a VM could be given.
     cards = prepared.cards if prepared else []
@@ -49,8 +54,15 @@ def host_home(request: HttpRequest, host: str) -> HttpResponse:
         functions=len(prepared.inventory.devices) if prepared else 0,
         jobs=Job.objects.filter(host=context["host"]).select_related("host")[:8],
         wizard=state,
+        boot_lost=lost,
     )
     return render(request, "hosts/dashboard.html", context)
+
+
+def boot_bindings_lost(snapshot: Snapshot) -> list[tuple[int, dict[str, Any]]]:
+    """The functions bound to vfio-pci at boot that this boot did not give it, each with its number on the Diagnose page."""
+    findings = (snapshot.readiness.get("diagnosis") or {}).get("findings") or []
+    return [(number, finding) for number, finding in enumerate(findings, 1) if finding.get("id") == BOOT_BINDING_LOST]
 
 
 @require_GET
