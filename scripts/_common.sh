@@ -53,6 +53,36 @@ ensure_venv() {
     fi
 }
 
+# ensure_libvirt_python: libvirt-python (requirements-libvirt.txt) in .venv, so the worker reads
+# and changes libvirt domains. PyPI has only its source, which builds against this host's
+# libvirt: it needs libvirt-dev and pkg-config (and a C compiler and Python's headers). As root
+# on a host with libvirt, those are apt-installed first; anywhere else without them, one line
+# says libvirt VMs will not be read, and nothing fails. Skipped when the pinned version is in.
+ensure_libvirt_python() {
+    local stamp wanted headers
+    stamp="$VENV/.installed-requirements-libvirt.txt"
+    wanted="$(sha256sum requirements-libvirt.txt | cut -d' ' -f1)"
+    if [ "$(cat "$stamp" 2>/dev/null)" = "$wanted" ] && "$VENV/bin/python" -c 'import libvirt' 2>/dev/null; then
+        return 0
+    fi
+    headers="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h"
+    if is_root && package_installed libvirt0 &&
+        { ! pkg-config --exists libvirt 2>/dev/null || ! command -v gcc >/dev/null || [ ! -e "$headers" ]; }; then
+        say "Installing what libvirt-python builds with (libvirt-dev pkg-config gcc python3-dev)…"
+        apt_install libvirt-dev pkg-config gcc python3-dev || say "apt-get could not install them."
+    fi
+    if ! pkg-config --exists libvirt 2>/dev/null; then
+        say "libvirt VMs will not be read: libvirt-python builds only with libvirt-dev and pkg-config (apt-get install libvirt-dev pkg-config)."
+        return 0
+    fi
+    say "Installing requirements-libvirt.txt into .venv (libvirt-python builds against this host's libvirt, about 10 s)…"
+    if "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements-libvirt.txt; then
+        echo "$wanted" >"$stamp"
+    else
+        say "libvirt VMs will not be read: libvirt-python did not build (pip says why above)."
+    fi
+}
+
 # write_private FILE TEXT: a file only its owner can read.
 write_private() {
     (
