@@ -19,11 +19,13 @@ def header(request: HttpRequest) -> dict[str, Any]:
     match = getattr(request, "resolver_match", None)
     current = (match.kwargs.get("host") if match else None) or request.session.get("host")
     names = [host.name for host in hosts_of(request)]
+    offline = [host.name for host in hosts_of(request) if host.is_offline]  # marked in the switcher
     if current not in names:
         current = names[0] if names else None
     return {
         "demo": settings.PASSTHROUGH_DEMO,
         "host_names": names,
+        "offline_hosts": offline,
         "current_host": current,
         "host_base": reverse("host_home", kwargs={"host": current}) if current else None,
         "can_operate": can_operate(user),

@@ -4,6 +4,7 @@ from webui.wizard.views import (
     audit,
     devices,
     diagnose,
+    fleet,
     groups,
     hosts,
     jobs,
@@ -16,6 +17,12 @@ from webui.wizard.views import (
 # Pages of one host live under /hosts/<name>/; jobs and the audit log span every host.
 urlpatterns = [
     path("", hosts.home, name="home"),
+    path("hosts/", fleet.host_list, name="hosts"),
+    path("fleet/refresh/", fleet.refresh_hosts, name="refresh_hosts"),
+    path("fleet/readiness/", fleet.fleet_readiness, name="fleet_readiness"),
+    path("fleet/readiness/check/", fleet.check_everywhere, name="check_everywhere"),
+    path("fleet/sriov/", fleet.fleet_sriov, name="fleet_sriov"),
+    path("fleet/sriov/apply/", fleet.fleet_sriov_apply, name="fleet_sriov_apply"),
     path("hosts/<str:host>/", hosts.host_home, name="host_home"),
     path("hosts/<str:host>/wizard/", wizard.wizard, name="wizard"),
     path("hosts/<str:host>/wizard/<int:step>/", wizard.wizard_step, name="wizard_step"),

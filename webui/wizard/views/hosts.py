@@ -17,7 +17,7 @@ from webui.jobs.models import Job
 from webui.wizard import snapshots
 from webui.wizard.catalog import NEEDS_CONFIRMATION, NOT_VIABLE, VIABLE
 from webui.wizard.models import WizardState
-from webui.wizard.views.common import get_host, host_page, run_job, selected_host
+from webui.wizard.views.common import SESSION_HOST, get_host, host_page, hosts_of, run_job, selected_host
 from webui.wizard.views.jobs import job_context
 
 VFIO = "vfio-pci"
@@ -28,6 +28,8 @@ def home(request: HttpRequest) -> HttpResponse:
     host = selected_host(request)
     if host is None:
         return render(request, "hosts/no_hosts.html")
+    if len(hosts_of(request)) > 1 and SESSION_HOST not in request.session:
+        return redirect("hosts")  # several hosts and none looked at yet: the list of them all
     return redirect("host_home", host=host.name)
 
 
