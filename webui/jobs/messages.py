@@ -93,6 +93,7 @@ SCHEMAS: dict[str, dict[str, Callable[[Any], Any]]] = {
     # released_console: what the bind released, {vtconN: None, framebuffer device: its driver}.
     Action.RESTORE_DRIVER: {"address": _text, "previous_drivers": _drivers, "released_console": _drivers},
     Action.RESET: {"address": _text, "method": _optional_text, "confirm": _optional_text},
+    Action.TEST_RESET: {"address": _text, "confirm": _optional_text},
     Action.SET_SRIOV_VFS: {"address": _text, "count": _count, "confirm": _optional_text},
     Action.PERSIST_BINDING: {
         "addresses": _texts,
@@ -168,6 +169,7 @@ def task_arguments(job: Job) -> dict[str, Any]:
             "released_console": parameters.get("released_console"),
         },
         Action.RESET: {"address": first, "method": parameters.get("method"), "confirm": parameters.get("confirm")},
+        Action.TEST_RESET: {"address": first, "confirm": parameters.get("confirm")},
         Action.SET_SRIOV_VFS: {
             "address": first,
             "count": parameters.get("count"),

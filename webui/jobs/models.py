@@ -13,6 +13,7 @@ class Action(models.TextChoices):
     BIND_VFIO = "bind_vfio", "Bind to vfio-pci"
     RESTORE_DRIVER = "restore_driver", "Give back to the host driver"
     RESET = "reset", "Reset the device"
+    TEST_RESET = "test_reset", "Test the resets"
     SET_SRIOV_VFS = "set_sriov_vfs", "Set SR-IOV virtual functions"
     PERSIST_BINDING = "persist_binding", "Bind to vfio-pci at every boot"
     UNPERSIST_BINDING = "unpersist_binding", "Stop binding at boot"

@@ -27,7 +27,7 @@ from webui.audit.models import record
 from webui.hosts.models import Snapshot
 from webui.hosts.snapshots import take_snapshot
 from webui.hosts.trees import worker_tree
-from webui.jobs import owner, vm_operations
+from webui.jobs import owner, reset_operations, vm_operations
 from webui.jobs.closing import JobRefused, close_queued
 from webui.jobs.messages import refuse_message, task_arguments
 from webui.jobs.models import VM_ACTIONS, Action, GroupLock, Job, State
@@ -360,6 +360,7 @@ OPERATIONS = {
     Action.BIND_VFIO: _bind,
     Action.RESTORE_DRIVER: _restore,
     Action.RESET: _reset,
+    Action.TEST_RESET: reset_operations.reset_test,
     Action.SET_SRIOV_VFS: _sriov,
     Action.PERSIST_BINDING: _persist,
     Action.UNPERSIST_BINDING: _unpersist,

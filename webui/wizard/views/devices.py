@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET, require_POST
 from passthrough.errors import PassthroughError
 from passthrough.ops.console import released_by
 from passthrough.ops.interlock import BIND, BUS_RESETS, RESET, SET_SRIOV_VFS, check_action, judge, never_reason, short
-from passthrough.ops.reset import bus_neighbours, bus_reset_obstacle
+from passthrough.ops.reset import amd_reset_bug_family, bus_neighbours, bus_reset_obstacle
 from passthrough.pci.model import Inventory, IommuGroup, PciFunction
 from webui.accounts.decorators import operator_required
 from webui.hosts.models import Host, Snapshot
@@ -64,8 +64,29 @@ def device(request: HttpRequest, host: str, address: str) -> HttpResponse:
         sriov_form=SriovForm(initial={"count": function.sriov_numvfs or 0}, total=function.sriov_totalvfs or 0),
         findings=findings_about(context["snapshot"], wanted),
         held_by=context["snapshot"].vm_inventory.holder(wanted),
+        reset_bug=amd_reset_bug_family(function),
+        reset_test=last_reset_test(context["host"], wanted),
+        reset_test_blocked=reset_test_blocked(inventory, function),
     )
     return render(request, "hosts/device.html", context)
+
+
+def last_reset_test(host: Host, address: str) -> Job | None:
+    """The newest "Test the resets" job of ``address``: its result records each method's outcome."""
+    jobs = Job.objects.filter(host=host, action=Action.TEST_RESET).order_by("-created")[:50]
+    return next((job for job in jobs if job.targets[:1] == [address]), None)
+
+
+def reset_test_blocked(inventory: Inventory, function: PciFunction) -> str | None:
+    """Why the page offers no reset test (the worker checks again), or None."""
+    blocked = reset_blocked(inventory, function)
+    if blocked:
+        return blocked
+    if function.reset_methods is None:
+        return "This kernel has no reset_method (it came with Linux 5.15), so its methods cannot be tried one by one."
+    if function.driver != "vfio-pci":
+        return "The test resets only a function bound to vfio-pci: pass its group through first."
+    return None
 
 
 def findings_about(snapshot: Snapshot, address: str) -> list[tuple[int, dict[str, Any]]]:
@@ -172,6 +193,8 @@ def reset_device(request: HttpRequest, host: str, address: str) -> HttpResponse:
     found = get_host(request, host)
     inventory, function = _function_or_404(found, address)
     back = reverse("device", kwargs={"host": found.name, "address": function.address})
+    if request.POST.get("test"):  # "Test the resets": every method in turn, posted beside the reset form
+        return _test_resets(request, found, inventory, function, back)
     offered, left_out = reset_methods_offered(inventory, function)
     form = ResetForm(request.POST, methods=offered)
     blocked = reset_blocked(inventory, function)
@@ -189,6 +212,20 @@ def reset_device(request: HttpRequest, host: str, address: str) -> HttpResponse:
         return redirect(back)
     parameters = {"method": method, "confirm": confirm or None}
     job = run_job(request, host=found, action="reset", targets=[function.address], parameters=parameters)
+    return redirect("job", pk=job.pk) if job else redirect(back)
+
+
+def _test_resets(
+    request: HttpRequest, host: Host, inventory: Inventory, function: PciFunction, back: str
+) -> HttpResponse:
+    blocked = reset_test_blocked(inventory, function)
+    confirm = request.POST.get("confirm", "").strip()[:200]
+    refused = blocked or _refusal(inventory, RESET, function, confirm)
+    if refused:
+        messages.error(request, f"The resets of {function.address} were not tested: {refused}")
+        return redirect(back)
+    parameters = {"confirm": confirm or None}
+    job = run_job(request, host=host, action=Action.TEST_RESET, targets=[function.address], parameters=parameters)
     return redirect("job", pk=job.pk) if job else redirect(back)
 
 

@@ -1,6 +1,6 @@
 """`manage.py device ...`: the privileged operations from a root shell.
 
-bind, restore, reset and sriov act on a device now; persist, unpersist and cmdline change
+bind, restore, reset, test-reset and sriov act on a device now; persist, unpersist and cmdline change
 the boot files (each with --plan to read the diff first) and undo puts such a change back
 (see _device_files). For recovery when the web app or Redis is down: the command acts
 directly on this host (no broker, no worker), through the same code a worker runs, and
@@ -36,6 +36,7 @@ VERBS = {
     "bind": Action.BIND_VFIO,
     "restore": Action.RESTORE_DRIVER,
     "reset": Action.RESET,
+    "test-reset": Action.TEST_RESET,
     "sriov": Action.SET_SRIOV_VFS,
 }
 
@@ -56,10 +57,14 @@ class Command(BaseCommand):
         reset = verbs.add_parser("reset", help="reset ADDR")
         reset.add_argument("address")
         reset.add_argument("--method", help="flr, af_flr, pm, bus, device_specific (default: the kernel's choice)")
+        test_reset = verbs.add_parser(
+            "test-reset", help="try each reset method ADDR lists (on vfio-pci) and record which bring it back"
+        )
+        test_reset.add_argument("address")
         sriov = verbs.add_parser("sriov", help="set the number of SR-IOV virtual functions of ADDR")
         sriov.add_argument("address")
         sriov.add_argument("count", type=int)
-        for sub in (bind, reset, sriov):
+        for sub in (bind, reset, test_reset, sriov):
             sub.add_argument(
                 "--confirm", help="the confirmation the error asks for when it touches host-critical functions"
             )
@@ -85,6 +90,8 @@ class Command(BaseCommand):
                 )
             for line in file_report(job, options):
                 self.stdout.write(line)
+            for line in reset_test_report(job):
+                self.stdout.write(line)
             self.stdout.write(f"job {job.pk}: {job.state}: {job.message}")
         if job.state != State.SUCCEEDED:
             raise SystemExit(1)
@@ -96,6 +103,8 @@ class Command(BaseCommand):
             parameters = {"confirm": options["confirm"], "release_console": options["release_console"]}
         elif verb == "reset":
             parameters = {"method": options["method"], "confirm": options["confirm"]}
+        elif verb == "test-reset":
+            parameters = {"confirm": options["confirm"]}
         elif verb == "sriov":
             parameters = {"count": options["count"], "confirm": options["confirm"]}
         return JobRequest(VERBS[verb], [address], parameters)
@@ -114,3 +123,11 @@ class Command(BaseCommand):
             raise CommandError(
                 f"{error.message} If its worker died, start the worker once so it closes that job.", returncode=1
             ) from None
+
+
+def reset_test_report(job: Job) -> list[str]:
+    """A test-reset job's outcome per method, one line each."""
+    if job.action != Action.TEST_RESET or not job.result:
+        return []
+    tested = (job.result.get("parameters") or {}).get("methods") or []
+    return [f"  {item['method']:<16} {item['outcome'].replace('_', ' '):<18} {item['detail']}" for item in tested]
