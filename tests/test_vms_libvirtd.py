@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import uuid
 from pathlib import Path
 
 import pytest
@@ -258,7 +259,7 @@ def test_define_makes_a_new_domain_from_the_generated_xml_and_refuses_a_name_tha
     make_tree, libvirt_uri, domains, connection
 ):
     inventory = scan(make_tree(desktop()))
-    name = f"pw-test-define-{os.getpid()}"
+    name = f"pw-test-define-{uuid.uuid4().hex[:8]}"
     text = generate(inventory, build_spec(inventory, [GPU, NIC], name=name), "libvirt").text
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         # libvirt defines type='kvm' only where KVM is usable; the rest of the generated XML is kept.
