@@ -2,12 +2,16 @@
 
 Three kinds of VM, one model (:mod:`passthrough.vms.model`):
 
-* ``libvirt``: domains of ``qemu:///system`` (:mod:`passthrough.vms.libvirt` plans the
-  domain XML, :mod:`passthrough.vms.libvirtd` talks to the daemon through libvirt-python);
+* ``libvirt``: domains of ``qemu:///system``: :mod:`~passthrough.vms.domainxml` reads and
+  edits domain XML, :mod:`~passthrough.vms.libvirt` plans an attach or detach in it (pure),
+  :mod:`~passthrough.vms.libvirtconn` is the connection (libvirt-python, imported lazily),
+  :mod:`~passthrough.vms.libvirtconfig` reads, defines and undoes, and
+  :mod:`~passthrough.vms.libvirtd` attaches and detaches;
 * ``proxmox``: Proxmox VE VMs, ``/etc/pve/qemu-server/<vmid>.conf`` and ``qm``
   (:mod:`passthrough.vms.proxmox`, with :mod:`~passthrough.vms.pveconf` for the file format
   and :mod:`~passthrough.vms.pvenode` for reading a node);
-* ``qemu``: a plain QEMU process with a QMP socket (:mod:`passthrough.vms.qmp`).
+* ``qemu``: a plain QEMU process with a QMP socket (:mod:`passthrough.vms.qmp`, with
+  :mod:`~passthrough.vms.qmpwire` for the monitor's conversation).
 
 :mod:`passthrough.vms.give` holds the operations the worker runs (attach, detach, undo,
 define), in the shape of :mod:`passthrough.ops`: validate against the live host, act,
