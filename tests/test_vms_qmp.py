@@ -7,7 +7,6 @@ succeeds is proven inside the real-kernel guests (tests/realkernel_guest/test_vm
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
@@ -23,7 +22,7 @@ from passthrough.hosttrees.spec import FunctionSpec, HostSpec
 from passthrough.ops.result import OperationResult, Recorder
 from passthrough.vms import qmp
 from passthrough.vms.model import Vm, VmError, VmInventory, VmSource
-from passthrough.vms.qmpwire import Found, Monitor, QemuRefused, monitor_sockets, session, unplug
+from passthrough.vms.qmpwire import Found, QemuRefused, Session, monitor_sockets, session, unplug
 
 QEMU = shutil.which("qemu-system-x86_64")
 pytestmark = pytest.mark.skipif(
@@ -120,11 +119,8 @@ def test_a_q35_vm_without_spare_root_ports_and_an_i440fx_vm_without_a_bridge_say
 def test_a_socket_another_client_holds_reads_as_unknown_with_the_reason(start_qemu):
     socket = start_qemu("pw-held")
 
-    async def hold_and_read() -> Vm:
-        async with Monitor(socket, 5):
-            return await asyncio.to_thread(lambda: qmp.inspect(Found(socket, "pw-held"), timeout=1))
-
-    held = asyncio.run(hold_and_read())
+    with Session(socket, 5):  # another client, holding the monitor
+        held = qmp.inspect(Found(socket, "pw-held"), timeout=1)
     assert held.state == "unknown"
     assert held.hotplug == f"QEMU did not answer on {socket} within 1 s."
     assert "one client per QMP monitor" in held.detail
@@ -216,10 +212,7 @@ def test_detaching_a_function_the_vm_does_not_have_is_refused(start_qemu, vfio_t
 def test_a_guest_that_never_acknowledges_the_unplug_fails_in_words_and_the_request_stays_pending(start_qemu):
     socket = start_qemu("pw-unplug", "-device", "pcie-root-port,id=rp1,chassis=1")
 
-    async def add(monitor: Monitor) -> None:
-        await monitor.run("device_add", {"driver": "e1000e", "bus": "rp1", "id": "nic1"})
-
-    session(socket, 5, add)
+    session(socket, 5, lambda qemu: qemu.run("device_add", {"driver": "e1000e", "bus": "rp1", "id": "nic1"}))
     recorder = Recorder(OperationResult("test"), None)
     started = time.monotonic()
     with pytest.raises(VmError) as refused:
@@ -265,9 +258,6 @@ def test_a_cards_functions_go_on_one_free_port_function_0_last_and_too_few_ports
 def test_qemus_errors_come_back_in_its_own_words(start_qemu):
     socket = start_qemu("pw-words")
 
-    async def delete(monitor: Monitor) -> None:
-        await monitor.run("device_del", {"id": "nope"})
-
     with pytest.raises(QemuRefused, match=r"^QEMU refused device_del: Device 'nope' not found$"):
-        session(socket, 5, delete)
+        session(socket, 5, lambda qemu: qemu.run("device_del", {"id": "nope"}))
     assert Path(socket).exists()

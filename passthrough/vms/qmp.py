@@ -12,6 +12,7 @@ them, which QEMU confirms (``DEVICE_DELETED``) only once the guest OS lets go.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -27,14 +28,13 @@ from passthrough.vms.model import HeldDevice, Vm, VmError, VmInventory, VmSource
 from passthrough.vms.qmpwire import (
     BRIDGES,
     Found,
-    Monitor,
     Peripheral,
     Plugged,
     Port,
     SeenFunction,
+    Session,
     discover,
     plug,
-    safe_name,
     session,
 )
 from passthrough.vms.qmpwire import unplug as unplug_items
@@ -86,16 +86,10 @@ class Look:
         return {"devices": [{"host": host, "alias": alias} for host, alias in devices], "free_ports": self.free_ports}
 
 
-async def _look(monitor: Monitor) -> Look:
-    status = str((await monitor.run("query-status"))["status"])
-    return Look(
-        status, await monitor.machine(), await monitor.peripherals(), await monitor.pci(), await monitor.ports()
-    )
-
-
 def read_live(socket: str, timeout: float = COMMAND_TIMEOUT) -> Look:
-    look: Look = session(socket, timeout, _look)
-    return look
+    with Session(socket, timeout) as qemu:
+        status = str(qemu.run("query-status")["status"])
+        return Look(status, qemu.machine(), qemu.peripherals(), qemu.pci(), qemu.ports())
 
 
 def state_now(socket: str, timeout: float) -> dict[str, Any]:
@@ -146,7 +140,7 @@ def inspect(found: Found, timeout: float = COMMAND_TIMEOUT) -> Vm:
 
 def read(tree: HostTree, sockets: Any = (), *, command_timeout: float = COMMAND_TIMEOUT) -> VmSource:
     """Every plain QEMU VM: those found in proc/, then ``sockets`` (paths on this machine) not found there."""
-    found = discover(tree)
+    found = [Found(item.socket, safe_name(item.name, f"qemu-{item.pid}"), item.pid) for item in discover(tree)]
     for socket in sockets or ():
         if isinstance(socket, str) and socket and socket not in {item.socket for item in found}:
             found.append(named_by_socket(socket))
@@ -156,6 +150,11 @@ def read(tree: HostTree, sockets: Any = (), *, command_timeout: float = COMMAND_
                         "unix:/run/vm1.qmp,server=on,wait=off and spare pcie-root-ports, or name its socket in "
                         "PASSTHROUGH_QMP_SOCKETS.")  # fmt: skip
     return VmSource(KIND, True, f"{len(vms)} QMP socket(s) of plain QEMU processes", vms)
+
+
+def safe_name(name: str, otherwise: str) -> str:
+    """A VM's name also names the spec an attach builds: letters, digits and ._- (configgen's rule)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._")[:63] or otherwise
 
 
 def named_by_socket(socket: str) -> Found:

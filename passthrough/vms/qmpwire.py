@@ -1,11 +1,9 @@
-"""Finding QEMU processes and their QMP sockets, and talking to one: what it holds, (un)plugging.
+"""Finding QEMU processes and their QMP sockets, and one QMP session: what QEMU holds, (un)plugging.
 
-:class:`Monitor` is one QMP session (``qemu.qmp``, asyncio), every wait bounded by a timeout.
 QEMU serves one client per QMP monitor at a time: a socket another client holds accepts the
-connection and never greets, which :class:`MonitorUnavailable` says in words. ``info qtree``
-shows what sits on every bus at once, so it says which hot-pluggable ports are empty even
-before the firmware has run; ``query-pci`` gives guest addresses and vendor/device ids, but
-only on buses the firmware (or the guest OS) has numbered.
+connection and never greets. ``info qtree`` shows what sits on every bus, so it says which
+hot-pluggable ports are empty even before the firmware ran; ``query-pci`` gives guest
+addresses and ids, but only on buses the firmware (or the guest OS) has numbered.
 """
 
 from __future__ import annotations
@@ -14,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,6 +96,11 @@ class Occupant:
     slot: int
     function: int
 
+    @classmethod
+    def of(cls, node: Node) -> Occupant:
+        addr = re.fullmatch(r"([0-9a-f]{1,2})\.([0-7])", node.props.get("addr", ""))
+        return cls(node.id, node.name, int(addr[1], 16) if addr else 0, int(addr[2]) if addr else 0)
+
 
 @dataclass
 class Port:
@@ -129,17 +133,9 @@ def ports_of(tree: list[Node]) -> list[Port]:
         bus = next((child for child in node.children if child.kind == "bus"), None)
         if node.kind != "dev" or node.name not in ROOT_PORTS + BRIDGES or bus is None:
             continue
-        if node.name in ROOT_PORTS:
-            hotplug = node.props.get("hotplug", "true") != "false"
-        else:
-            hotplug = acpi_bridges or node.props.get("shpc") == "true"
-        occupants = []
-        for child in bus.children:
-            addr = re.fullmatch(r"([0-9a-f]{1,2})\.([0-7])", child.props.get("addr", ""))
-            occupants.append(
-                Occupant(child.id, child.name, int(addr[1], 16) if addr else 0, int(addr[2]) if addr else 0)
-            )
-        ports.append(Port(bus.name, node.name, hotplug, occupants))
+        bridge_hotplug = acpi_bridges or node.props.get("shpc") == "true"
+        hotplug = node.props.get("hotplug", "true") != "false" if node.name in ROOT_PORTS else bridge_hotplug
+        ports.append(Port(bus.name, node.name, hotplug, [Occupant.of(child) for child in bus.children]))
     return ports
 
 
@@ -180,12 +176,9 @@ def option_dict(text: str, implied: str) -> dict[str, str]:
     values: dict[str, str] = {}
     for index, part in enumerate(piece.replace("\0", ",") for piece in text.replace(",,", "\0").split(",")):
         key, equals, value = part.partition("=")
-        if equals:
-            values[key] = value
-        elif index == 0:
-            values[implied] = part
-        else:
-            values[part] = "on"  # a bare flag: server, nowait
+        if not equals:
+            key, value = (implied, part) if index == 0 else (part, "on")  # a bare flag: server, nowait
+        values[key] = value
     return values
 
 
@@ -214,13 +207,8 @@ def monitor_sockets(argv: list[str], cwd: str | None = None) -> list[str] | None
     return [os.path.normpath(os.path.join(cwd or "/", path)) for path in sockets]
 
 
-def safe_name(name: str, otherwise: str) -> str:
-    """A VM's name also names the spec an attach builds: letters, digits and ._- (configgen's rule)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._")[:63] or otherwise
-
-
 def discover(tree: HostTree) -> list[Found]:
-    """Every QMP socket of a plain QEMU process in ``tree``'s proc/."""
+    """Every QMP socket of a plain QEMU process in ``tree``'s proc/, with the process's -name."""
     found = []
     for pid in sorted((name for name in tree.listdir("proc") if name.isdigit()), key=int):
         raw = tree.read_bytes(f"proc/{pid}/cmdline", limit=1 << 20) or b""
@@ -229,95 +217,101 @@ def discover(tree: HostTree) -> list[Found]:
             continue
         name = option_dict(dict(command_options(argv[1:])).get("-name", ""), "guest").get("guest", "")
         for socket in monitor_sockets(argv[1:], tree.readlink(f"proc/{pid}/cwd")) or []:
-            found.append(Found(socket, safe_name(name, f"qemu-{pid}"), int(pid)))
+            found.append(Found(socket, name, int(pid)))
     return found
 
 
 # The session -----------------------------------------------------------------------------
 @dataclass
-class Peripheral:
-    """A vfio-pci device: its id (a QOM path when it has none) and the host function it holds."""
-
+class Peripheral:  # a vfio-pci device: its id (a QOM path when it has none) and the host function it holds
     id: str
     host: str | None
 
 
-class Monitor:
-    """One QMP session on ``path``; :func:`session` runs work in one from synchronous code."""
+class Session:
+    """One QMP session from synchronous code: ``with Session(path, timeout) as qemu: qemu.run("query-pci")``.
+
+    Each call runs qemu.qmp's event loop only until QEMU answers (within ``timeout``), so none
+    runs between calls: the progress a job reports around them writes to Django's ORM,
+    which refuses to run inside an event loop."""
 
     def __init__(self, path: str, timeout: float) -> None:
         self.path, self.timeout = path, timeout
+        self.loop = asyncio.new_event_loop()
         self.client = QMPClient("passthrough-wizard")
 
-    async def __aenter__(self) -> Monitor:
+    def __call__(self, awaitable: Awaitable[Any], timeout: float | None = None) -> Any:
+        return self.loop.run_until_complete(asyncio.wait_for(awaitable, timeout or self.timeout))
+
+    def __enter__(self) -> Session:
         try:
-            await asyncio.wait_for(self.client.connect(self.path), self.timeout)
+            self(self.client.connect(self.path))
         except TimeoutError:
-            await self.__aexit__()
+            self.__exit__()
             raise MonitorUnavailable(
                 f"QEMU did not answer on {self.path} within {self.timeout:g} s.",
                 hint="QEMU serves one client per QMP monitor at a time: another client (libvirt, qmp-shell, a "
                 "script) may hold it. Close it, or start QEMU with a second -qmp socket for the wizard.",
             ) from None
         except ConnectError as error:
-            cause = error.exc
-            words = CONNECT_FAILURES.get(type(cause), f"{type(cause).__name__}: {cause}")
+            self.loop.close()
+            words = CONNECT_FAILURES.get(type(error.exc), f"{type(error.exc).__name__}: {error.exc}")
             raise MonitorUnavailable(f"Cannot open the QMP socket {self.path}: {words}.") from None
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        with contextlib.suppress(EOFError, OSError):  # QEMU closed the monitor (it quit or died)
-            await self.client.disconnect()
-
-    async def run(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
+    def __exit__(self, *exc: object) -> None:
         try:
-            return await asyncio.wait_for(self.client.execute(command, arguments), self.timeout)
+            with contextlib.suppress(EOFError, OSError):  # QEMU closed the monitor (it quit or died)
+                self(self.client.disconnect())
+        finally:
+            self.loop.close()
+
+    def run(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
+        try:
+            return self(self.client.execute(command, arguments))
         except ExecuteError as error:
             raise QemuRefused(f"QEMU refused {command}: {error}") from None
         except TimeoutError:
             raise MonitorUnavailable(f"QEMU did not answer {command} on {self.path} in {self.timeout:g} s.") from None
 
-    async def machine(self) -> str | None:
+    def machine(self) -> str | None:
         """The machine type (pc-q35-7.2, pc-i440fx-7.2), from the /machine object's QOM type."""
         with contextlib.suppress(QemuRefused):
-            return str(await self.run("qom-get", {"path": "/machine", "property": "type"})).removesuffix("-machine")
+            return str(self.run("qom-get", {"path": "/machine", "property": "type"})).removesuffix("-machine")
         return None
 
-    async def peripherals(self) -> list[Peripheral]:
+    def peripherals(self) -> list[Peripheral]:
         found = []
         for container in ("/machine/peripheral", "/machine/peripheral-anon"):
-            for child in await self.run("qom-list", {"path": container}):
+            for child in self.run("qom-list", {"path": container}):
                 if child["type"] == "child<vfio-pci>":
                     path = f"{container}/{child['name']}"
-                    host = await self.run("qom-get", {"path": path, "property": "host"})
+                    host = self.run("qom-get", {"path": path, "property": "host"})
                     if not host or host == "0000:00:00.0":  # named by sysfsdev= instead
-                        sysfsdev = await self.run("qom-get", {"path": path, "property": "sysfsdev"})
+                        sysfsdev = self.run("qom-get", {"path": path, "property": "sysfsdev"})
                         host = str(sysfsdev).rstrip("/").rsplit("/", 1)[-1] if sysfsdev else None
                     found.append(Peripheral(child["name"] if container.endswith("peripheral") else path, host or None))
         return found
 
-    async def pci(self) -> list[SeenFunction]:
-        return flatten_pci(await self.run("query-pci"))
+    def pci(self) -> list[SeenFunction]:
+        return flatten_pci(self.run("query-pci"))
 
-    async def ports(self) -> list[Port]:
-        return ports_of(parse_qtree(str(await self.run("human-monitor-command", {"command-line": "info qtree"}))))
+    def ports(self) -> list[Port]:
+        return ports_of(parse_qtree(str(self.run("human-monitor-command", {"command-line": "info qtree"}))))
 
-    async def wait_listed(self, ids: list[str], timeout: float) -> dict[str, SeenFunction]:
+    def wait_listed(self, ids: list[str], timeout: float) -> dict[str, SeenFunction]:
         """query-pci until it lists every id (their bus numbered), for at most ``timeout`` seconds."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            listed = {seen.qdev_id: seen for seen in await self.pci() if seen.qdev_id in ids}
-            if len(listed) == len(ids) or asyncio.get_running_loop().time() > deadline:
-                return listed
-            await asyncio.sleep(0.2)
+        deadline = time.monotonic() + timeout
+        while len(listed := {seen.qdev_id: seen for seen in self.pci() if seen.qdev_id in ids}) < len(ids):
+            if time.monotonic() > deadline:
+                break
+            self(asyncio.sleep(0.2))
+        return listed
 
 
-def session(path: str, timeout: float, work: Callable[[Monitor], Awaitable[Any]]) -> Any:
-    async def main() -> Any:
-        async with Monitor(path, timeout) as monitor:
-            return await work(monitor)
-
-    return asyncio.run(main())
+def session(path: str, timeout: float, work: Callable[[Session], Any]) -> Any:
+    with Session(path, timeout) as qemu:
+        return work(qemu)
 
 
 # Plugging and unplugging -----------------------------------------------------------------
@@ -325,20 +319,20 @@ def session(path: str, timeout: float, work: Callable[[Monitor], Awaitable[Any]]
 Plugged = tuple[str, str, str, int, int]
 
 
-async def plug(
+def plug(
     recorder: Recorder, commands: list[dict[str, Any]], hosts: dict[str, PciFunction], added: list[Plugged],
-    proof: list[dict[str, Any]], proof_timeout: float, monitor: Monitor,
+    proof: list[dict[str, Any]], proof_timeout: float, qemu: Session,
 ) -> None:  # fmt: skip
     """device_add each vfio-pci device (``added`` grows as QEMU takes each), then prove the VM sees them."""
     for arguments in commands:
         with recorder.step("device_add", arguments["host"], f"vfio-pci {arguments['id']} on {arguments['bus']}"):
-            await monitor.run("device_add", arguments)
+            qemu.run("device_add", arguments)
         slot, function = (int(part, 16) for part in arguments["addr"].split("."))
         added.append((arguments["id"], arguments["host"], arguments["bus"], slot, function))
     with recorder.step("prove", None, "query-pci") as step:
-        status = str((await monitor.run("query-status"))["status"])
-        listed = await monitor.wait_listed([item[0] for item in added], proof_timeout if status == "running" else 0)
-        in_qtree = {occupant.id for port in await monitor.ports() for occupant in port.occupants}
+        status = str(qemu.run("query-status")["status"])
+        listed = qemu.wait_listed([item[0] for item in added], proof_timeout if status == "running" else 0)
+        in_qtree = {occupant.id for port in qemu.ports() for occupant in port.occupants}
         for ident, host, bus, *_ in added:
             card, seen = hosts[host], listed.get(ident)
             entry: dict[str, Any] = {"id": ident, "host": host, "port": bus, "guest": None}
@@ -362,7 +356,23 @@ async def plug(
         step.detail = "; ".join(f"{entry['id']} at {entry['guest'] or entry['port']}" for entry in proof)
 
 
-async def unplug(recorder: Recorder, items: list[Plugged], timeout: float, name: str, monitor: Monitor) -> None:
+async def _deleted(listener: EventListener, ids: set[str], timeout: float) -> set[str]:
+    """The ids (or QOM paths) DEVICE_DELETED names within ``timeout``; stops once all of ``ids`` are."""
+    deleted: set[str] = set()
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not ids <= deleted and (left := deadline - asyncio.get_running_loop().time()) > 0:
+        try:
+            event = await asyncio.wait_for(listener.get(), left)
+        except TimeoutError:
+            break
+        data: Any = event.get("data", {})
+        if event["event"] == "DEVICE_UNPLUG_GUEST_ERROR":
+            raise VmError(f"The guest refused to release {data.get('device') or data.get('path')}.")
+        deleted |= {str(data.get("device")), str(data.get("path"))}
+    return deleted
+
+
+def unplug(recorder: Recorder, items: list[Plugged], timeout: float, name: str, qemu: Session) -> None:
     """device_del each item and wait for DEVICE_DELETED for every one.
 
     Per slot only function 0 is asked (the guest's hot-unplug takes the whole slot, and a
@@ -372,29 +382,18 @@ async def unplug(recorder: Recorder, items: list[Plugged], timeout: float, name:
     asked = [item for item in items if item[4] == 0 or (item[2], item[3]) not in with_zero]
     ids = {item[0] for item in items}
     listener = EventListener(("DEVICE_DELETED", "DEVICE_UNPLUG_GUEST_ERROR"))
-    with monitor.client.listen(listener):
+    with qemu.client.listen(listener):
         for ident, host, *_ in asked:
             with recorder.step(name, host, f"device_del {ident}"):
-                await monitor.run("device_del", {"id": ident})
+                qemu.run("device_del", {"id": ident})
         with recorder.step("wait_deleted", None, f"DEVICE_DELETED for {', '.join(sorted(ids))}") as step:
-            deleted: set[str] = set()
-            deadline = asyncio.get_running_loop().time() + timeout
-            while not ids <= deleted and (left := deadline - asyncio.get_running_loop().time()) > 0:
-                try:
-                    event = await asyncio.wait_for(listener.get(), left)
-                except TimeoutError:
-                    break
-                data: Any = event.get("data", {})
-                if event["event"] == "DEVICE_UNPLUG_GUEST_ERROR":
-                    raise VmError(f"The guest refused to release {data.get('device') or data.get('path')}.")
-                deleted |= {str(data.get("device")), str(data.get("path"))}
+            deleted = qemu(_deleted(listener, ids, timeout), timeout + 5)
             if not ids <= deleted:
                 hosts = ", ".join(f"{host} ({ident})" for ident, host, *_ in items if ident not in deleted)
                 raise VmError(
-                    f"The guest did not release {hosts} within {timeout:g} s: a guest OS must acknowledge a "
-                    "hot-unplug (PCIe native or ACPI), and with no OS running, or one without PCIe/ACPI hot-plug, "
-                    "no acknowledgement comes. The request stays pending in QEMU: the device goes when the guest "
-                    "acknowledges it, or when QEMU stops.",
+                    f"The guest did not release {hosts} within {timeout:g} s: a guest OS must acknowledge a hot-unplug"
+                    " (PCIe native or ACPI), and with no OS running, or one without PCIe/ACPI hot-plug, none comes. The"
+                    " request stays pending in QEMU: the device goes when the guest acknowledges it, or QEMU stops.",
                     hint="Check that the guest has booted an OS with PCIe hot-plug, or shut the VM down.",
                 )
             step.detail = f"deleted: {', '.join(sorted(ids))}"
