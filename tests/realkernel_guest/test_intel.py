@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from passthrough.pci.scan import scan
-from tests.realkernel_guest.support import PCI, device, driver, group, manage, wait_for_driver
+from tests.realkernel_guest.support import PCI, device, driver, driver_override, group, manage, wait_for_driver
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -229,25 +229,30 @@ def test_the_reset_test_tries_each_listed_method_on_vfio_and_puts_reset_method_b
 
 
 def test_two_vfs_are_created_each_in_a_group_of_its_own_and_one_binds_to_vfio():
+    # QEMU 7.2's nvme VFs start offline: nvme binds a new VF, then gives it up half a second
+    # later ("Device not ready; aborting initialisation, CSTS=0x2"), so a VF's driver right
+    # after creation depends on when it is read. With the PF's sriov_drivers_autoprobe off (as
+    # a host reserving its VFs for VMs sets it), a VF gets a driver only through
+    # driver_override: none before the bind, vfio-pci during it, none again after it.
+    autoprobe = PCI / PF / "sriov_drivers_autoprobe"
+    autoprobe.write_text("0")
     created = device("sriov", PF, "2")
-    assert created["job"]["state"] == "succeeded", created
     try:
+        assert created["job"]["state"] == "succeeded", created
         assert (PCI / PF / "sriov_numvfs").read_text().strip() == "2"
         vfs = sorted(link.resolve().name for link in (PCI / PF).glob("virtfn*"))
         assert len(vfs) == 2
         assert len({group(vf) for vf in vfs} | {group(PF)}) == 3
-        # nvme probes asynchronously (PROBE_PREFER_ASYNCHRONOUS): the VFs exist before their
-        # driver takes them, so what they come back to is read once the probe has finished.
-        wait_for_driver(vfs[0], "nvme")
-        vf_driver = driver(vfs[0])
+        assert driver(vfs[0]) is None
         bound = device("bind", vfs[0])
         assert bound["job"]["state"] == "succeeded", bound
         assert driver(vfs[0]) == "vfio-pci" and Path(f"/dev/vfio/{group(vfs[0])}").exists()
         back = device("restore", vfs[0])
         assert back["job"]["state"] == "succeeded", back
-        assert driver(vfs[0]) == vf_driver
+        assert driver(vfs[0]) is None and driver_override(vfs[0]) is None
     finally:
         removed = device("sriov", PF, "0")
+        autoprobe.write_text("1")
     assert removed["job"]["state"] == "succeeded", removed
     assert not list((PCI / PF).glob("virtfn*"))
 
