@@ -48,6 +48,7 @@ ROUTES: dict[str, Route] = {
     "readiness": Route(PAGE, lambda m: {"host": "duo"}),
     "apply_fix": Route(ACTION, lambda m: {"host": "duo", "check": "iommu_passthrough_mode"}),
     "scan": Route(ACTION, lambda m: {"host": "duo"}),
+    "diagnose": Route(PAGE, lambda m: {"host": "duo"}),
     "groups": Route(PAGE, lambda m: {"host": "duo"}),
     "device": Route(PAGE, lambda m: {"host": "duo", "address": DUO_GPU}),
     "bind_group": Route(ACTION, lambda m: {"host": "duo", "group": DUO_GPU_GROUP}),

@@ -132,14 +132,14 @@ def close_interrupted(job: Job, tree: HostTree) -> Job:
                 left = _put_back_group(tree, job, inventory, recorder)
             elif job.action == Action.SET_SRIOV_VFS:
                 left = _put_back_vfs(tree, job, inventory, recorder)
-            elif job.action == Action.RESET:
+            elif job.action in (Action.RESET, Action.TEST_RESET):
                 left = _put_back_reset_method(tree, job, inventory, recorder)
     except (PassthroughError, OSError) as error:
         left = left or list(job.targets)
         logger.warning("reconciling job %s: %s", job.pk, error)
 
     if (
-        job.action in (Action.BIND_VFIO, Action.RESTORE_DRIVER, Action.SET_SRIOV_VFS, Action.RESET)
+        job.action in (Action.BIND_VFIO, Action.RESTORE_DRIVER, Action.SET_SRIOV_VFS, Action.RESET, Action.TEST_RESET)
         and not left
         and inventory
     ):
