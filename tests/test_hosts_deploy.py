@@ -87,19 +87,34 @@ def test_a_worker_is_told_to_keep_its_own_key_and_secret_key_never_the_web_apps(
     assert "own message key (generated here, never copied)" in text
 
 
-def _web_certificate(tmp_path: Path) -> Path:
-    from webui.jobs.broker import SigningFiles, generate
-
-    web = SigningFiles(tmp_path / "web-broker")
-    generate(web)
-    return web.certificate
+def _run(script: str, *arguments: str | Path) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if key not in ("SECRET_KEY", "SECRET_KEY_FILE")}
+    return subprocess.run(
+        [str(DEPLOY / script), *map(str, arguments)], capture_output=True, text=True, env=env, check=False
+    )
 
 
 def _worker_keys(*arguments: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {key: value for key, value in os.environ.items() if key not in ("SECRET_KEY", "SECRET_KEY_FILE")}
-    return subprocess.run(
-        [str(DEPLOY / "worker-keys"), *map(str, arguments)], capture_output=True, text=True, env=env, check=False
-    )
+    return _run("worker-keys", *arguments)
+
+
+def _web_certificate(tmp_path: Path) -> Path:
+    done = _run("web-keys", tmp_path / "web")
+    assert done.returncode == 0, done.stderr
+    return tmp_path / "web" / "broker" / "trusted" / "signing.crt"
+
+
+def test_web_keys_writes_the_web_apps_secrets_for_its_user_alone_once(tmp_path):
+    web = tmp_path / "web"
+    assert _run("web-keys", web).returncode == 0
+    files = [web / "secret_key", web / "audit_key", web / "broker" / "signing.key"]
+    assert all(stat.S_IMODE(path.stat().st_mode) == 0o600 and path.stat().st_size > 40 for path in files)
+    assert stat.S_IMODE(web.stat().st_mode) == 0o700 and (web / "broker/trusted/signing.crt").is_file()
+    assert (web / "secret_key").read_text() != (web / "audit_key").read_text()
+    before = [path.read_bytes() for path in files]
+    assert _run("web-keys", web).returncode == 0
+    assert [path.read_bytes() for path in files] == before
+    assert _run("web-keys", web, "extra").returncode == 2
 
 
 def test_worker_keys_makes_a_key_of_the_hosts_own_and_trusts_the_web_apps_certificate(tmp_path):
