@@ -141,7 +141,7 @@ def inspect(found: Found, timeout: float = COMMAND_TIMEOUT) -> Vm:
 def read(tree: HostTree, sockets: Any = (), *, command_timeout: float = COMMAND_TIMEOUT) -> VmSource:
     """Every plain QEMU VM: those found in proc/, then ``sockets`` (paths on this machine) not found there."""
     found = [Found(item.socket, safe_name(item.name, f"qemu-{item.pid}"), item.pid) for item in discover(tree)]
-    for socket in sockets or ():
+    for socket in [sockets] if isinstance(sockets, str) else sockets or ():
         if isinstance(socket, str) and socket and socket not in {item.socket for item in found}:
             found.append(named_by_socket(socket))
     vms = [inspect(item, command_timeout) for item in found]

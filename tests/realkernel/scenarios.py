@@ -114,4 +114,17 @@ GPUS = Scenario(
     ),
 )
 
-SCENARIOS = {scenario.name: scenario for scenario in (INTEL, AMD, NO_IOMMU, NO_ACS, GPUS)}
+# Scenario 6: a running VM takes functions on vfio-pci and gives them back: a nested QEMU
+# booting the same kernel (tests/realkernel/nested.py) gets the e1000e alone and the HDA+xHCI
+# slot as one two-function card hot-plugged through QMP, and its Linux releases them.
+VM = Scenario(
+    name="vm",
+    modules=("test_vm_hotplug.py",),
+    machine=Machine(
+        iommu="intel",
+        devices=["e1000e,addr=03.0", "ich9-intel-hda,id=hda0,addr=05.0,multifunction=on", "qemu-xhci,addr=05.1"],
+    ),
+    timeout=1200,  # the nested Linux alone takes about a minute to boot under nested TCG
+)
+
+SCENARIOS = {scenario.name: scenario for scenario in (INTEL, AMD, NO_IOMMU, NO_ACS, GPUS, VM)}
