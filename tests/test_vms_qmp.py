@@ -7,7 +7,6 @@ succeeds is proven inside the real-kernel guests (tests/realkernel_guest/test_vm
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
@@ -19,6 +18,7 @@ import pytest
 
 from passthrough.host import PCI_DEVICES, HostTree
 from passthrough.hosttrees.spec import FunctionSpec, HostSpec
+from passthrough.ops.errors import InvalidRequest
 from passthrough.ops.result import OperationResult, Recorder
 from passthrough.vms import qmp
 from passthrough.vms.model import Vm, VmError, VmInventory, VmSource
@@ -57,7 +57,7 @@ def start_qemu() -> Iterator[Start]:
         )  # fmt: skip
         processes.append(process)
         deadline = time.monotonic() + 30
-        while not os.path.exists(socket):
+        while not listening(socket):  # QEMU binds the socket (the file appears) a moment before it listens
             if process.poll() is not None:
                 raise AssertionError(f"QEMU exited: {process.stderr.read().decode() if process.stderr else ''}")
             assert time.monotonic() < deadline, "QEMU made no QMP socket in 30 s"
@@ -69,6 +69,12 @@ def start_qemu() -> Iterator[Start]:
         process.kill()
         process.wait()
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def listening(path: str) -> bool:
+    """A unix socket at ``path`` accepts connections (/proc/net/unix flags it __SO_ACCEPTCON)."""
+    table = HostTree("/").read("proc/net/unix", limit=1 << 24) or ""
+    return any(line.split()[3:4] == ["00010000"] and line.endswith(" " + path) for line in table.splitlines())
 
 
 def live_vm(socket: str) -> Vm:
@@ -261,3 +267,24 @@ def test_qemus_errors_come_back_in_its_own_words(start_qemu):
     with pytest.raises(QemuRefused, match=r"^QEMU refused device_del: Device 'nope' not found$"):
         session(socket, 5, lambda qemu: qemu.run("device_del", {"id": "nope"}))
     assert Path(socket).exists()
+
+
+def test_undoing_an_attach_whose_devices_are_gone_changes_nothing_and_a_foreign_record_is_refused(
+    start_qemu, vfio_tree
+):
+    tree, address = vfio_tree()
+    socket = start_qemu("pw-undo", "-device", "pcie-root-port,id=rp1,chassis=1")
+    record = {
+        "action": "vm_attach",
+        "kind": "qemu",
+        "vm": f"qemu:{socket}",
+        "devices": [{"id": "pw-x", "host": address}],
+    }
+    result = qmp.undo(tree, record)
+    assert result.outcome == "unchanged" and result.targets == [address]
+    assert result.warnings == [f"qemu:{socket} no longer has what that attach added: nothing to undo."]
+    assert result.state_before == result.state_after == {"devices": [], "free_ports": 1}
+    with pytest.raises(InvalidRequest, match="not the undo record of an attach or detach of a plain QEMU VM"):
+        qmp.undo(tree, {**record, "vm": "libvirt:win11"})
+    with pytest.raises(InvalidRequest):
+        qmp.undo(tree, {**record, "action": "vm_define"})

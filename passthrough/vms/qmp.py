@@ -193,7 +193,11 @@ class Placed:
 
 def place(ports: list[Port], cards: list[GuestSlot], why_not: str | None, name: str) -> list[Placed]:
     """A free place for each card: empty root ports first, then free slots of hot-pluggable bridges."""
-    places = [(port.bus, slot) for port in sorted(ports, key=lambda p: p.driver in BRIDGES) for slot in port.free_slots]
+    places = [
+        (port.bus, slot)
+        for port in sorted(ports, key=lambda p: (p.driver in BRIDGES, p.bus))
+        for slot in port.free_slots
+    ]
     if not places:
         raise CannotHotplug(f"Nothing can be hot-plugged into {name}: {why_not}")
     if len(places) < len(cards):

@@ -171,6 +171,20 @@ def test_a_two_function_card_goes_onto_one_port_and_both_functions_come_back_tog
         given_back(HDA, XHCI)
 
 
+def test_an_attach_job_is_undone_by_an_undo_job_which_hot_unplugs_what_it_added(nested):
+    reference = f"qemu:{nested.socket}"
+    bound(E1000E)
+    try:
+        attached = vm_command("attach", reference, E1000E)
+        assert attached["job"]["state"] == "succeeded", attached
+        undone, _ = timed("vm undo of the attach (command)", vm_command, "undo", str(attached["job"]["id"]))
+        assert undone["job"]["state"] == "succeeded", undone
+        assert undone["result"]["action"] == "vm_detach" and undone["result"]["targets"] == [E1000E], undone
+        assert qmp.read_live(str(nested.socket)).peripherals == []
+    finally:
+        given_back(E1000E)
+
+
 def test_a_function_qemu_refuses_half_way_is_rolled_back_and_the_vm_left_as_it_was(nested):
     """Function 1 goes in, then QEMU refuses function 0 (its id is taken): function 1 comes out again."""
     reference = f"qemu:{nested.socket}"
