@@ -141,6 +141,7 @@ class _Recorder(SysfsRecording, FileRecording):
             ("IOMMU groups and units", self.iommu),
             ("host-critical evidence (net, block, console)", self.host_critical_evidence),
             ("firmware, modules and /dev/vfio", self.firmware_and_modules),
+            ("NUMA nodes", self.numa_nodes),
             ("host files", self.host_files),
             ("kernel log", self.kernel_log),
         ):

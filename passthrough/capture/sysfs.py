@@ -6,7 +6,9 @@
 * the entries the host-critical checks walk (net, block, drm, graphics, vtconsole): class
   entries whose real paths lead up to a PCI function, with only the named files and links
   (no MAC addresses or serials);
-* efivar names, vfio and kvm modules with their parameters, and /dev/vfio.
+* efivar names, vfio and kvm modules with their parameters, and /dev/vfio;
+* each NUMA node's ``cpulist`` (``sys/devices/system/node/nodeN``), so a VM can be pinned
+  to the node of the device it gets.
 
 Never read: BAR files (``resourceN``: reading one touches device memory), ROMs, VPD,
 efivar contents other than systemd-boot's ``LoaderInfo`` (the loader's name and version,
@@ -37,6 +39,7 @@ PRESENCE_ONLY = ("reset", "driver_override")
 DRIVER_CONTROLS = ("bind", "unbind", "new_id", "remove_id")
 MODULE_PREFIXES = ("vfio", "kvm")
 EFIVARS = "sys/firmware/efi/efivars"
+NUMA_NODES = "sys/devices/system/node"  # what passthrough.pci.scan.numa_nodes reads
 
 
 class SysfsRecording(Recorder):
@@ -191,6 +194,11 @@ class SysfsRecording(Recorder):
             self.ensure_dir("dev/vfio")
             for name in self.source.listdir("dev/vfio"):
                 self.placeholder(f"dev/vfio/{name}")
+
+    def numa_nodes(self) -> None:
+        for name in sorted(self.source.listdir(NUMA_NODES)):
+            if name[:4] == "node" and name[4:].isdigit():
+                self.node(self.resolve(f"{NUMA_NODES}/{name}"), files=("cpulist",))
 
     def efivar(self, rel: str) -> None:
         """An empty file by the variable's name; LoaderInfo keeps its content (the loader's name)."""

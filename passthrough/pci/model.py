@@ -7,7 +7,7 @@ documented in the README). A fact the kernel does not expose is ``None``, never 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from passthrough.errors import UnknownDevice
@@ -24,6 +24,16 @@ KINDS = {
     "0604": "bridge",
     "0600": "host-bridge",
 }
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One memory BAR of a function, from its sysfs ``resource`` file."""
+
+    index: int
+    size: int  # bytes
+    is_64bit: bool
+    prefetchable: bool
 
 
 @dataclass
@@ -55,6 +65,7 @@ class PciFunction:
     max_link_speed: str | None = None
     max_link_width: int | None = None
     numa_node: int | None = None
+    bars: list[Bar] | None = None  # memory BARs from ``resource``; None: not read
     parent: str | None = None
     bridges: list[str] = field(default_factory=list)  # nearest first, root port last
     sysfs_path: str | None = None
@@ -106,6 +117,7 @@ class PciFunction:
         data["reset_methods"] = None if self.reset_methods is None else list(self.reset_methods)
         data["virtfns"] = list(self.virtfns)
         data["bridges"] = list(self.bridges)
+        data["bars"] = None if self.bars is None else [asdict(bar) for bar in self.bars]
         data["is_bridge"] = self.is_bridge
         data["kind"] = self.kind
         return data
@@ -115,6 +127,8 @@ class PciFunction:
         names = {f.name for f in fields(cls)}
         values = {key: value for key, value in data.items() if key in names}
         values["class_code"] = data.get("class")
+        if values.get("bars") is not None:
+            values["bars"] = [Bar(**bar) for bar in values["bars"]]
         return cls(**values)
 
 
@@ -157,6 +171,8 @@ class Inventory:
     groups: list[IommuGroup]
     host_critical: dict[str, list[str]] = field(default_factory=dict)  # address -> reasons
     root: str = "/"
+    # NUMA node -> its CPUs as the kernel lists them ("0-7,16-23"), nodes without CPUs left out; empty: not read.
+    numa_nodes: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._by_address = {function.address: function for function in self.devices}
@@ -193,6 +209,7 @@ class Inventory:
             "devices": [function.to_json() for function in self.devices],
             "groups": [group.to_json() for group in self.groups],
             "host_critical": self.host_critical,
+            "numa_nodes": [{"node": node, "cpulist": cpus} for node, cpus in sorted(self.numa_nodes.items())],
         }
 
     @classmethod
@@ -202,4 +219,5 @@ class Inventory:
             groups=[IommuGroup.from_json(item) for item in data.get("groups", [])],
             host_critical=dict(data.get("host_critical") or {}),
             root=data.get("root", "/"),
+            numa_nodes={int(item["node"]): str(item["cpulist"]) for item in data.get("numa_nodes") or []},
         )

@@ -17,12 +17,21 @@ from passthrough.host import read_text as _read_attribute
 from passthrough.pci import isolation, pciids
 from passthrough.pci.address import is_address
 from passthrough.pci.hostcritical import find_host_critical
-from passthrough.pci.model import Inventory, PciFunction
+from passthrough.pci.model import Bar, Inventory, PciFunction
 
 # Attributes read for every function; the benchmark's raw-read floor reads the same list.
 ID_ATTRIBUTES = ("vendor", "device", "class", "revision", "subsystem_vendor", "subsystem_device")
 LINK_ATTRIBUTES = ("current_link_speed", "current_link_width", "max_link_speed", "max_link_width")
-OTHER_ATTRIBUTES = ("numa_node", "reset_method", "driver_override")
+OTHER_ATTRIBUTES = ("numa_node", "reset_method", "driver_override", "resource")
+NUMA_NODES = "sys/devices/system/node"
+
+# Flags in a ``resource`` line (include/linux/ioport.h). IORESOURCE_PREFETCH moved from
+# 0x1000 to 0x2000 in Linux 3.x, so prefetch is read from the low bits instead, which are
+# the BAR register's own (PCI_BASE_ADDRESS_MEM_PREFETCH, PCI_BASE_ADDRESS_MEM_TYPE_64).
+IORESOURCE_MEM = 0x200
+IORESOURCE_MEM_64 = 0x100000
+BAR_PREFETCH = 0x8
+BAR_TYPE_64 = 0x4
 
 
 def scan(tree: HostTree | str | os.PathLike[str]) -> Inventory:
@@ -41,7 +50,48 @@ def scan(tree: HostTree | str | os.PathLike[str]) -> Inventory:
     host_critical = find_host_critical(tree, functions)
     acs_override = "pcie_acs_override=" in (tree.read("proc/cmdline") or "")
     groups = isolation.build_groups(functions, host_critical, acs_override=acs_override)
-    return Inventory(devices=functions, groups=groups, host_critical=host_critical, root=tree.root)
+    return Inventory(
+        devices=functions, groups=groups, host_critical=host_critical, root=tree.root, numa_nodes=numa_nodes(tree)
+    )
+
+
+def numa_nodes(tree: HostTree) -> dict[int, str]:
+    """Each NUMA node with CPUs and its ``cpulist`` as the kernel writes it ("0-7,16-23").
+
+    Nodes without CPUs (memory-only, CXL) are left out: nothing can be pinned to them.
+    """
+    found: dict[int, str] = {}
+    numbers = sorted(int(name[4:]) for name in tree.listdir(NUMA_NODES) if name[:4] == "node" and name[4:].isdigit())
+    for number in numbers:
+        cpus = tree.read(f"{NUMA_NODES}/node{number}/cpulist")
+        if cpus:
+            found[number] = cpus
+    return found
+
+
+def parse_resource(text: str) -> list[Bar]:
+    """The memory BARs in the text of a ``resource`` file (empty when it is not one).
+
+    The first six lines are BARs 0-5 as ``start end flags`` in hex; the seventh is the
+    expansion ROM, which the guest sizes itself, so it is left out.
+    """
+    bars = []
+    for index, line in enumerate(text.splitlines()[:6]):
+        try:
+            start, end, flags = (int(part, 16) for part in line.split()[:3])
+        except ValueError:
+            return []
+        if not flags & IORESOURCE_MEM or end <= start:
+            continue
+        bars.append(
+            Bar(
+                index=index,
+                size=end - start + 1,
+                is_64bit=bool(flags & IORESOURCE_MEM_64) or (flags & 0x6) == BAR_TYPE_64,
+                prefetchable=bool(flags & BAR_PREFETCH),
+            )
+        )
+    return bars
 
 
 def _hex(value: str | None, width: int) -> str | None:
@@ -130,6 +180,9 @@ def _read_function(tree: HostTree, devices_dir: str, name: str, names: pciids.Pc
         node = _int(_read_attribute(base + "numa_node"))
         # -1 is the kernel's way of saying firmware gave no locality.
         function.numa_node = node if node is not None and node >= 0 else None
+    if "resource" in present:
+        resource = _read_attribute(base + "resource")
+        function.bars = None if resource is None else parse_resource(resource)
 
     target = _resolve_device_path(tree, devices_dir, name)
     function.sysfs_path = target

@@ -8,7 +8,8 @@ words of its evidence:
 - the chipset's LPC/ISA bridge (class 0601) in a root port's subtree puts that subtree
   behind the chipset, whatever the vendor;
 - Intel's chipset (the PCH) has its root ports at 00:1a to 00:1d (00:1c.x, 00:1d.x,
-  00:1b.x; 00:1a.x on 600-series and later); the CPU's are 00:01.x and 00:06.0;
+  00:1b.x; 00:1a.x on 600-series and later) and, on older ones (ICH), its bridge to
+  conventional PCI at 00:1e.0; the CPU's are 00:01.x and 00:06.0;
 - an AMD chipset (300 to 600 series, X570) hangs below a GPP bridge of the CPU as a
   switch of AMD ids (``Matisse Switch Upstream`` 1022:57ad, ``500 Series Chipset Switch
   Upstream Port`` 1022:43e9, ...). A Radeon card's own switch is ATI's (1002) and does not
@@ -29,6 +30,7 @@ from passthrough.pci.model import PciFunction
 
 INTEL, AMD = "8086", "1022"
 INTEL_PCH_ROOT_PORT_SLOTS = (0x1A, 0x1B, 0x1C, 0x1D)
+INTEL_PCH_PCI_BRIDGE_SLOT = 0x1E  # the chipset's bridge to conventional PCI ("82801 PCI Bridge", 8086:244e)
 # AMD's chipset functions whose pci.ids name does not say "Chipset" (X570, 600 series).
 AMD_CHIPSET_DEVICE_IDS = frozenset({"57ad", "57a3", "57a4", "43f4", "43f5"})
 
@@ -68,6 +70,10 @@ def attachment(root_port: PciFunction, below: list[PciFunction]) -> Attachment |
             return Attachment("chipset", f"the chipset's LPC/ISA bridge {_short(function.address)} is below it")
     if root_port.vendor_id == INTEL:
         bus, slot = _bus_and_slot(root_port.address)
+        if bus == 0 and slot == INTEL_PCH_PCI_BRIDGE_SLOT:
+            return Attachment(
+                "chipset", f"{_short(root_port.address)} is the bridge to conventional PCI in Intel's chipset (00:1e)"
+            )
         if bus == 0 and slot in INTEL_PCH_ROOT_PORT_SLOTS:
             return Attachment(
                 "chipset",

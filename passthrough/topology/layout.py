@@ -30,7 +30,8 @@ def short_address(address: str) -> str:
     return address[5:] if address.startswith("0000:") else address
 
 
-def _gts(speed: str | None) -> float | None:
+def gts(speed: str | None) -> float | None:
+    """``"8.0 GT/s PCIe"`` -> 8.0; None when the text gives no speed."""
     match = _SPEED.match(speed or "")
     return float(match.group(1)) if match else None
 
@@ -47,7 +48,7 @@ class Link:
     @property
     def below_max(self) -> bool:
         """Slower or narrower than the device's maximum now (an idle GPU often is: it saves power)."""
-        now, most = _gts(self.speed), _gts(self.max_speed)
+        now, most = gts(self.speed), gts(self.max_speed)
         slower = now is not None and most is not None and now < most
         narrower = self.width is not None and self.max_width is not None and self.width < self.max_width
         return slower or narrower
