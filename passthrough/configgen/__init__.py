@@ -28,6 +28,7 @@ from passthrough.host import HostTree
 from passthrough.pci.address import PciAddress
 from passthrough.pci.isolation import describe
 from passthrough.pci.model import Inventory, PciFunction
+from passthrough.topology.placement import numa_choice
 
 __all__ = [
     "TARGETS",
@@ -88,13 +89,16 @@ def build_spec(
     pcie: bool | None = None,
     bars: Mapping[str, list[Bar]] | None = None,
     tree: HostTree | str | None = None,
+    numa_pin: bool = True,
 ) -> VmSpec:
     """A validated spec for the picked ``addresses`` plus everything that must move with them.
 
     ``rom_file``/``rombar`` apply to ``rom_device``, by default the primary GPU, else the one
-    display function, else the only function. BAR sizes come from ``bars`` or are read from
-    ``tree`` (the host the inventory was scanned from); without either they stay unknown
-    and the MMIO settings fall back to documented defaults.
+    display function, else the only function. BAR sizes come from ``bars``, else are read
+    from ``tree`` (the host the inventory was scanned from), else are the ones the scan
+    recorded; without any they stay unknown and the MMIO settings fall back to documented
+    defaults. On a host with several NUMA nodes the VM is pinned to the node its devices
+    sit on (``numa_pin=False``: never), and ``numa_why`` says which or why none.
     """
     picked = _parse_picks(inventory, addresses)
     devices = [PassedDevice(address) for address in picked]
@@ -130,6 +134,11 @@ def build_spec(
             device.bars = list(bars[device.address])
         elif tree is not None:
             device.bars = read_bars(tree, device.address)
+        else:
+            device.bars = list(require_function(inventory, device.address).bars or [])
+    if numa_pin and len(inventory.numa_nodes) > 1:
+        choice = numa_choice(inventory, [device.address for device in devices])
+        spec.numa_node, spec.numa_cpus, spec.numa_why = choice.node, choice.cpus, choice.why
     spec.validate(inventory)
     return spec
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from passthrough.configgen.spec import Bar, PassedDevice, VmSpec
 from passthrough.host import PCI_DEVICES, HostTree, as_tree
+from passthrough.pci.scan import parse_resource
 
 if TYPE_CHECKING:
     from passthrough.pci.model import Inventory
@@ -21,15 +22,6 @@ if TYPE_CHECKING:
 KIB = 1 << 10
 MIB = 1 << 20
 GIB = 1 << 30
-MIB = 1 << 20
-
-# Flags in a sysfs ``resource`` line (include/linux/ioport.h). IORESOURCE_PREFETCH moved
-# from 0x1000 to 0x2000 in Linux 3.x, so prefetch is read from the low bits instead, which
-# are the BAR register's own (PCI_BASE_ADDRESS_MEM_PREFETCH, PCI_BASE_ADDRESS_MEM_TYPE_64).
-IORESOURCE_MEM = 0x200
-IORESOURCE_MEM_64 = 0x100000
-BAR_PREFETCH = 0x8
-BAR_TYPE_64 = 0x4
 
 # A BAR this large does not fit comfortably below 4 GiB next to the guest's RAM and other
 # devices; hypervisors want it mapped in 64-bit MMIO space.
@@ -72,31 +64,9 @@ def guest_slots(spec: VmSpec) -> list[GuestSlot]:
 
 
 def read_bars(tree: HostTree | str, address: str) -> list[Bar]:
-    """The memory BARs of ``address`` from ``sys/bus/pci/devices/<address>/resource`` (empty when unreadable).
-
-    The first six lines are BARs 0-5 as ``start end flags`` in hex; the seventh is the
-    expansion ROM, which the guest sizes itself, so it is left out.
-    """
+    """The memory BARs of ``address`` from ``sys/bus/pci/devices/<address>/resource`` (empty when unreadable)."""
     text = as_tree(tree).read(f"{PCI_DEVICES}/{address}/resource")
-    if not text:
-        return []
-    bars = []
-    for index, line in enumerate(text.splitlines()[:6]):
-        try:
-            start, end, flags = (int(part, 16) for part in line.split()[:3])
-        except ValueError:
-            return []
-        if not flags & IORESOURCE_MEM or end <= start:
-            continue
-        bars.append(
-            Bar(
-                index=index,
-                size=end - start + 1,
-                is_64bit=bool(flags & IORESOURCE_MEM_64) or (flags & 0x6) == BAR_TYPE_64,
-                prefetchable=bool(flags & BAR_PREFETCH),
-            )
-        )
-    return bars
+    return parse_resource(text) if text else []
 
 
 def bars_known(spec: VmSpec) -> bool:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from passthrough.configgen.hostcheck import comment_block
 from passthrough.configgen.layout import device_summary, guest_slots
+from passthrough.configgen.mmio import HOST_BRIDGES, OVMF_FW_CFG, unknown_note, window
 from passthrough.configgen.safe import xml_comment_text, xml_value
 from passthrough.configgen.spec import OVMF_CODE, OVMF_VARS, GeneratedConfig, HostRequirement, PassedDevice, VmSpec
 
@@ -38,7 +39,8 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attributes: st
     return element
 
 
-def domain(spec: VmSpec) -> tuple[ET.Element, dict[str, str]]:
+def domain(spec: VmSpec, inventory: Inventory | None = None) -> tuple[ET.Element, dict[str, str]]:
+    """The domain and a note per element that needs one; ``inventory`` only adds the note on unread BAR sizes."""
     notes: dict[str, str] = {}
     root = ET.Element("domain", {"type": "kvm"})
     _sub(root, "name", spec.name)
@@ -51,6 +53,8 @@ def domain(spec: VmSpec) -> tuple[ET.Element, dict[str, str]]:
             "pinning and IOMMU mappings cheaper. Reserve them first (vm.nr_hugepages)."
         )
     _sub(root, "vcpu", str(spec.vcpus), placement="static")
+    _numa(root, spec, notes)
+    needed = window(spec)
 
     os_element = _sub(root, "os")
     _sub(os_element, "type", "hvm", arch="x86_64", machine="q35" if spec.machine == "q35" else "pc")
@@ -87,13 +91,35 @@ def domain(spec: VmSpec) -> tuple[ET.Element, dict[str, str]]:
 
     devices = _sub(root, "devices")
     _sub(devices, "emulator", "/usr/bin/qemu-system-x86_64")
-    _sub(devices, "controller", type="pci", index="0", model="pcie-root" if spec.machine == "q35" else "pci-root")
+    root_bus = _sub(
+        devices, "controller", type="pci", index="0", model="pcie-root" if spec.machine == "q35" else "pci-root"
+    )
+    if needed is not None:
+        _sub(root_bus, "pcihole64", str(needed.kib), unit="KiB")
+        notes["<pcihole64>"] = (
+            f"QEMU's window for 64-bit BARs on the root bus (libvirt writes it as {HOST_BRIDGES[spec.machine]}."
+            f"pci-hole64-size): {needed.why}"
+        )
+    else:
+        unread = unknown_note(inventory, spec) if inventory is not None else None
+        if unread:
+            notes["<pcihole64>"] = unread
     overrides: list[str] = []
     _hostdevs(spec, devices, overrides, notes)
     if spec.primary is not None:
         video = _sub(devices, "video")
         _sub(video, "model", type="none")
         notes["<model type='none'/>"] = "No emulated display: the passed GPU is the guest's screen."
+    if needed is not None and spec.firmware == "ovmf":
+        commandline = ET.SubElement(root, f"{{{QEMU_NS}}}commandline")
+        for value in ("-fw_cfg", f"name={OVMF_FW_CFG},string={needed.mib}"):
+            ET.SubElement(commandline, f"{{{QEMU_NS}}}arg", {"value": value})
+        notes["X-PciMmio64Mb"] = (
+            f"<qemu:commandline> hands OVMF the fw_cfg file {OVMF_FW_CFG}: a 64-bit PCI window of {needed.mib} MiB "
+            "instead of its default. libvirt has no element for it (its <sysinfo type='fwcfg'> refuses names under "
+            "opt/ovmf/), so it goes to QEMU directly, and libvirt marks the domain tainted (custom-argv). Without it "
+            "OVMF leaves a large BAR unassigned and the guest driver fails."
+        )
     if overrides:
         _x_vga_override(root, overrides)
         notes["x-vga"] = (
@@ -106,6 +132,29 @@ def domain(spec: VmSpec) -> tuple[ET.Element, dict[str, str]]:
             "VGA ranges."
         )
     return root, notes
+
+
+def _numa(root: ET.Element, spec: VmSpec, notes: dict[str, str]) -> None:
+    """vCPUs, QEMU's own threads and guest memory on the NUMA node of the passed devices."""
+    if spec.numa_node is None or spec.numa_cpus is None:
+        if spec.numa_why:
+            notes["NUMA"] = spec.numa_why
+        return
+    cputune = _sub(root, "cputune")
+    for vcpu in range(spec.vcpus):
+        _sub(cputune, "vcpupin", vcpu=str(vcpu), cpuset=spec.numa_cpus)
+    _sub(cputune, "emulatorpin", cpuset=spec.numa_cpus)
+    numatune = _sub(root, "numatune")
+    _sub(numatune, "memory", mode="preferred", nodeset=str(spec.numa_node))
+    notes["<cputune>"] = (
+        f"Each vCPU (<vcpupin>) and QEMU's own threads (<emulatorpin>) run on the CPUs of NUMA node {spec.numa_node} "
+        f"({spec.numa_cpus}), where the passed devices are: {spec.numa_why or ''} Their DMA and interrupts then stay "
+        "on one node."
+    )
+    notes["<numatune>"] = (
+        f"Guest memory from NUMA node {spec.numa_node}; mode 'preferred' takes it from other nodes only once that "
+        "node runs out, so the VM still starts on a node short of memory ('strict' would refuse to)."
+    )
 
 
 def root_port(parent: ET.Element, index: int, *, chassis: int, port: int, model_name: bool = False) -> ET.Element:
@@ -213,7 +262,7 @@ def _comment(lines: list[str]) -> str:
 
 
 def generate(inventory: Inventory, spec: VmSpec, requirements: list[HostRequirement]) -> GeneratedConfig:
-    root, notes = domain(spec)
+    root, notes = domain(spec, inventory)
     ET.indent(root, space="  ")
     header = [
         f"{spec.name}: libvirt domain with PCI passthrough, generated by Passthrough Wizard.",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from passthrough.configgen.hostcheck import comment_block
 from passthrough.configgen.layout import GuestSlot, device_summary, guest_slots
+from passthrough.configgen.mmio import HOST_BRIDGES, OVMF_FW_CFG, unknown_note, window
 from passthrough.configgen.safe import comment_lines, exact_value
 from passthrough.configgen.spec import ConfigError, GeneratedConfig, HostRequirement, VmSpec
 
@@ -94,6 +95,52 @@ def hostpci_lines(inventory: Inventory, spec: VmSpec) -> tuple[list[str], dict[s
     return lines, notes
 
 
+def _numa_lines(spec: VmSpec, notes: dict[str, str]) -> list[str]:
+    """``numa: 1``, one guest node bound to the devices' host node, and ``affinity`` to its CPUs."""
+    if spec.numa_node is None or spec.numa_cpus is None:
+        if spec.numa_why:
+            notes["NUMA"] = spec.numa_why
+        return []
+    guest_cpus = "0" if spec.vcpus == 1 else f"0-{spec.vcpus - 1}"
+    notes["numa0:"] = (
+        f"numa: 1 gives the guest a NUMA topology; numa0 puts all {spec.vcpus} vCPUs and {spec.memory_mib} MiB in one "
+        f"guest node whose memory comes from host node {spec.numa_node} (hostnodes; policy=preferred takes it from "
+        "other nodes only once that node runs out, so the VM still starts)."
+    )
+    notes["affinity:"] = (
+        f"Runs the VM's QEMU process on the CPUs of NUMA node {spec.numa_node} ({spec.numa_cpus}), where the passed "
+        f"devices are: {spec.numa_why or ''} Proxmox VE 7.3 or later."
+    )
+    return [
+        setting("numa", 1),
+        setting(
+            "numa0",
+            f"cpus={guest_cpus},hostnodes={spec.numa_node},memory={spec.memory_mib},policy=preferred",
+        ),
+        setting("affinity", spec.numa_cpus),
+    ]
+
+
+def _args_line(inventory: Inventory, spec: VmSpec, notes: dict[str, str]) -> list[str]:
+    """Proxmox has no option for the 64-bit MMIO window, so it goes to QEMU through ``args:``."""
+    needed = window(spec)
+    if needed is None:
+        unread = unknown_note(inventory, spec)
+        if unread:
+            notes["args:"] = unread + " On Proxmox both go on an args: line."
+        return []
+    words = ["-global", f"{HOST_BRIDGES[spec.machine]}.pci-hole64-size={needed.qemu_size}"]
+    if spec.firmware == "ovmf":
+        words += ["-fw_cfg", f"name={OVMF_FW_CFG},string={needed.mib}"]
+    notes["args:"] = (
+        "Extra QEMU arguments, as Proxmox has no option for the guest's 64-bit MMIO window: pci-hole64-size sizes "
+        "QEMU's window on its host bridge"
+        + (f" and {OVMF_FW_CFG} tells OVMF to use {needed.mib} MiB" if spec.firmware == "ovmf" else "")
+        + f". {needed.why} Only root@pam may set args (qm set or editing the file)."
+    )
+    return [setting("args", " ".join(words))]
+
+
 def generate(inventory: Inventory, spec: VmSpec, requirements: list[HostRequirement]) -> GeneratedConfig:
     hostpci, notes = hostpci_lines(inventory, spec)
     # Proxmox keeps '#' lines as the VM's Notes, so this header shows up in the web UI too.
@@ -127,6 +174,7 @@ def generate(inventory: Inventory, spec: VmSpec, requirements: list[HostRequirem
             "enlightenments that carry it on for Windows guests (ostype win10/win11)."
         )
     lines.append(setting("cpu", ",".join(cpu)))
+    lines += _numa_lines(spec, notes)
     if spec.machine == "q35":
         lines.append(setting("machine", "q35"))
         notes["machine: q35"] = "The PCI Express chipset; pcie=1 needs it. Proxmox's default is i440fx."
@@ -141,6 +189,7 @@ def generate(inventory: Inventory, spec: VmSpec, requirements: list[HostRequirem
     if spec.primary is not None:
         lines.append(setting("vga", "none"))
         notes["vga: none"] = "No emulated display: the passed GPU is the guest's screen."
+    lines += _args_line(inventory, spec, notes)
     lines += hostpci
     return GeneratedConfig(
         target="proxmox",

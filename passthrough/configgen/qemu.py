@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from passthrough.configgen.hostcheck import comment_block
 from passthrough.configgen.layout import GuestSlot, device_summary, guest_slots
+from passthrough.configgen.mmio import HOST_BRIDGES, OVMF_FW_CFG, unknown_note, window
 from passthrough.configgen.safe import comment_lines, shell_word
 from passthrough.configgen.spec import OVMF_CODE, OVMF_VARS, ConfigError, GeneratedConfig, HostRequirement, VmSpec
 
@@ -27,14 +28,17 @@ def vars_path(spec: VmSpec) -> str:
     return f"{VARS_DIR}/{spec.name}_VARS.fd"
 
 
-def arguments(spec: VmSpec) -> tuple[list[list[str]], dict[str, str]]:
-    """QEMU's arguments as lines (an option and its value), with a note for each option that needs one."""
+def arguments(spec: VmSpec, inventory: Inventory | None = None) -> tuple[list[list[str]], dict[str, str]]:
+    """QEMU's arguments as lines (an option and its value), with a note for each option that needs one.
+
+    ``inventory`` only adds the note on unread BAR sizes of a GPU; the arguments do not depend on it.
+    """
     notes: dict[str, str] = {}
     lines: list[list[str]] = [["-name", spec.name]]
 
     machine = "q35" if spec.machine == "q35" else "pc"
     machine_options = [machine, "accel=kvm"]
-    if spec.hugepages:
+    if spec.hugepages or spec.numa_node is not None:
         machine_options.append("memory-backend=ram0")
     lines.append(["-machine", ",".join(machine_options)])
     notes[f"-machine {machine}"] = (
@@ -60,14 +64,22 @@ def arguments(spec: VmSpec) -> tuple[list[list[str]], dict[str, str]]:
     lines.append(["-smp", str(spec.vcpus)])
     lines.append(["-m", str(spec.memory_mib)])
 
+    numa = "" if spec.numa_node is None else f",host-nodes={spec.numa_node},policy=preferred"
     if spec.hugepages:
         lines.append(
-            ["-object", f"memory-backend-file,id=ram0,size={spec.memory_mib}M,mem-path=/dev/hugepages,prealloc=on"]
+            [
+                "-object",
+                f"memory-backend-file,id=ram0,size={spec.memory_mib}M,mem-path=/dev/hugepages,prealloc=on{numa}",
+            ]
         )
         notes["memory-backend-file"] = (
             "Guest RAM from /dev/hugepages, allocated up front: vfio pins all guest memory for DMA anyway, and huge "
             "pages make that pinning and the IOMMU mappings cheaper. Reserve them first (vm.nr_hugepages)."
         )
+    elif numa:
+        lines.append(["-object", f"memory-backend-ram,id=ram0,size={spec.memory_mib}M{numa}"])
+    _numa_notes(spec, notes)
+    _mmio(inventory, spec, lines, notes)
 
     if spec.firmware == "ovmf":
         lines.append(["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"])
@@ -135,6 +147,43 @@ def arguments(spec: VmSpec) -> tuple[list[list[str]], dict[str, str]]:
     return lines, notes
 
 
+def _numa_notes(spec: VmSpec, notes: dict[str, str]) -> None:
+    if spec.numa_node is None:
+        if spec.numa_why:
+            notes["NUMA"] = spec.numa_why
+        return
+    notes["taskset -c"] = (
+        f"Runs QEMU, its vCPU threads with it, only on the CPUs of NUMA node {spec.numa_node} ({spec.numa_cpus}), "
+        f"where the passed devices are: {spec.numa_why or ''} Their DMA and interrupts then stay on one node."
+    )
+    notes["host-nodes="] = (
+        f"Guest RAM from NUMA node {spec.numa_node} (policy=preferred: from the other nodes only once it runs out, so "
+        "the VM still starts on a node short of memory)."
+    )
+
+
+def _mmio(inventory: Inventory | None, spec: VmSpec, lines: list[list[str]], notes: dict[str, str]) -> None:
+    needed = window(spec)
+    if needed is None:
+        unread = unknown_note(inventory, spec) if inventory is not None else None
+        if unread:
+            notes["pci-hole64-size"] = unread
+        return
+    lines.append(["-global", f"{HOST_BRIDGES[spec.machine]}.pci-hole64-size={needed.qemu_size}"])
+    notes["pci-hole64-size"] = f"QEMU's window for 64-bit BARs, on its host bridge: {needed.why}"
+    if spec.firmware == "ovmf":
+        lines.append(["-fw_cfg", f"name={OVMF_FW_CFG},string={needed.mib}"])
+        notes["X-PciMmio64Mb"] = (
+            f"Tells OVMF to make its 64-bit PCI window {needed.mib} MiB instead of its default; without it OVMF "
+            "leaves a large BAR unassigned and the guest driver fails (Code 12 in Windows)."
+        )
+
+
+def launcher(spec: VmSpec) -> list[str]:
+    """What runs QEMU: the emulator, behind ``taskset`` when the VM is pinned to a NUMA node."""
+    return ["taskset", "-c", spec.numa_cpus, EMULATOR] if spec.numa_node is not None and spec.numa_cpus else [EMULATOR]
+
+
 def _placement(spec: VmSpec, slot: GuestSlot, lines: list[list[str]]) -> tuple[str, str]:
     """(bus, addr) for a guest slot; on PCIe a root port is added for it first."""
     slot_number = FIRST_SLOT + slot.index
@@ -150,9 +199,9 @@ def _placement(spec: VmSpec, slot: GuestSlot, lines: list[list[str]]) -> tuple[s
     return ("pcie.0" if spec.machine == "q35" else "pci.0"), f"{slot_number:#x}"
 
 
-def render(lines: list[list[str]]) -> str:
+def render(lines: list[list[str]], command: list[str] | None = None) -> str:
     """``exec qemu ... \\`` with one quoted option per line, ending in ``"$@"``."""
-    rendered = [f"exec {EMULATOR} \\"]
+    rendered = ["exec " + " ".join(shell_word(word, "QEMU launcher") for word in command or [EMULATOR]) + " \\"]
     rendered += [
         "  " + " ".join(shell_word(token, f"QEMU argument of {line[0]}") for token in line) + " \\" for line in lines
     ]
@@ -161,7 +210,7 @@ def render(lines: list[list[str]]) -> str:
 
 
 def generate(inventory: Inventory, spec: VmSpec, requirements: list[HostRequirement]) -> GeneratedConfig:
-    lines, notes = arguments(spec)
+    lines, notes = arguments(spec, inventory)
     header = [
         "#!/bin/sh",
         f"# {spec.name}: QEMU with PCI passthrough, generated by Passthrough Wizard.",
@@ -181,7 +230,7 @@ def generate(inventory: Inventory, spec: VmSpec, requirements: list[HostRequirem
             f"[ -e {vars_file} ] || {{ mkdir -p {shell_word(VARS_DIR, 'directory')} && "
             f"cp {shell_word(OVMF_VARS, 'OVMF template')} {vars_file}; }}"
         )
-    text = "\n".join(header) + "\n" + render(lines) + "\n"
+    text = "\n".join(header) + "\n" + render(lines, launcher(spec)) + "\n"
     return GeneratedConfig(
         target="qemu",
         text=text,

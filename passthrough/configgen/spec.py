@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from passthrough.configgen.errors import ConfigError
 from passthrough.configgen.safe import UNSAFE
 from passthrough.pci.address import PciAddress
+from passthrough.pci.model import Bar
+from passthrough.topology.placement import cpulist_text, parse_cpulist
 
 if TYPE_CHECKING:
     from passthrough.pci.model import Inventory, PciFunction
@@ -32,16 +34,6 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _HV_VENDOR_ID = re.compile(r"^[A-Za-z0-9_-]{1,12}$")
 # Proxmox's pve-configid format, which cluster mapping names use.
 _PVE_CONFIGID = re.compile(r"^[A-Za-z][A-Za-z0-9_-]+$")
-
-
-@dataclass(frozen=True)
-class Bar:
-    """One memory BAR of a function, from its sysfs ``resource`` file."""
-
-    index: int
-    size: int  # bytes
-    is_64bit: bool
-    prefetchable: bool
 
 
 @dataclass
@@ -86,6 +78,9 @@ class VmSpec:
     hv_vendor_id: str | None = None  # Hyper-V vendor id string the guest sees instead of "Microsoft Hv"
     proxmox_mapping: str | None = None  # a Proxmox cluster resource mapping to use instead of a host address
     pcie: bool | None = None  # devices behind PCIe root ports; None: yes on q35, no on i440fx
+    numa_node: int | None = None  # host NUMA node the vCPUs and memory are pinned to; None: not pinned
+    numa_cpus: str | None = None  # that node's CPUs in the kernel's short form ("8-15,24-31")
+    numa_why: str | None = None  # why that node, or why none on a host with several nodes
 
     @property
     def uses_pcie(self) -> bool:
@@ -161,6 +156,7 @@ class VmSpec:
                 f"hv_vendor_id {self.hv_vendor_id!r} is not usable.",
                 hint="Use 1 to 12 letters, digits, dashes or underscores (QEMU keeps 12 bytes).",
             )
+        self._validate_numa()
         if self.proxmox_mapping is not None and not (
             isinstance(self.proxmox_mapping, str) and _PVE_CONFIGID.fullmatch(self.proxmox_mapping)
         ):
@@ -168,6 +164,26 @@ class VmSpec:
                 f"{self.proxmox_mapping!r} is not a Proxmox mapping name.",
                 hint="Mapping names start with a letter and hold letters, digits, dashes or underscores.",
             )
+
+    def _validate_numa(self) -> None:
+        if self.numa_node is None and self.numa_cpus is None:
+            return
+        if not isinstance(self.numa_node, int) or isinstance(self.numa_node, bool) or self.numa_node < 0:
+            raise ConfigError(
+                f"NUMA node {self.numa_node!r} is not a node number.",
+                hint="Give the node the passed devices sit on (their numa_node), or leave the VM unpinned.",
+            )
+        try:
+            cpus = parse_cpulist(self.numa_cpus) if isinstance(self.numa_cpus, str) else []
+        except ValueError:
+            cpus = []
+        if not cpus:
+            raise ConfigError(
+                f"{self.numa_cpus!r} is not a list of the CPUs of NUMA node {self.numa_node}.",
+                hint="Write it as the kernel does in sys/devices/system/node/nodeN/cpulist, e.g. 8-15,24-31.",
+            )
+        # The generators write the list; its short form is all they may write.
+        self.numa_cpus = cpulist_text(cpus)
 
 
 def require_function(inventory: Inventory, address: str) -> PciFunction:
