@@ -166,7 +166,7 @@ def test_every_page_fits_390_and_1366_pixels_without_sideways_scrolling(db, live
         assert (row.is_visible(), menu.is_visible()) == ((False, True) if width < 760 else (True, False)), width
         if menu.is_visible():
             menu.locator("summary").click()
-            assert page.locator(".nav-menu-panel nav a").count() == 8
+            assert page.locator(".nav-menu-panel nav a").count() == 9
             assert page.locator(".nav-menu-panel a[aria-current=page]").inner_text() == "Readiness"
             problem = overflow(page)
             if problem:
