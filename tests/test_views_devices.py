@@ -348,3 +348,8 @@ def test_a_function_without_sriov_gets_no_vf_job(duo, operator_client, test_brok
     )
     assert "not an SR-IOV physical function" in page.content.decode()
     assert not Job.objects.exists()
+
+
+def test_the_device_page_says_where_the_device_sits(viewer_client, duo):
+    html = viewer_client.get(reverse("device", kwargs={"host": "duo", "address": DUO_GPU})).content.decode()
+    assert "<th>Where it sits</th>" in html

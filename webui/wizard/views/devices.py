@@ -21,6 +21,7 @@ from passthrough.ops.console import released_by
 from passthrough.ops.interlock import BIND, BUS_RESETS, RESET, SET_SRIOV_VFS, check_action, judge, never_reason, short
 from passthrough.ops.reset import amd_reset_bug_family, bus_neighbours, bus_reset_obstacle
 from passthrough.pci.model import Inventory, IommuGroup, PciFunction
+from passthrough.topology.placement import placement
 from webui.accounts.decorators import operator_required
 from webui.hosts.models import Host, Snapshot
 from webui.jobs.models import Action, Job
@@ -64,6 +65,7 @@ def device(request: HttpRequest, host: str, address: str) -> HttpResponse:
         sriov_form=SriovForm(initial={"count": function.sriov_numvfs or 0}, total=function.sriov_totalvfs or 0),
         findings=findings_about(context["snapshot"], wanted),
         held_by=context["snapshot"].vm_inventory.holder(wanted),
+        placement=placement(inventory, wanted),
         reset_bug=amd_reset_bug_family(function),
         reset_test=last_reset_test(context["host"], wanted),
         reset_test_blocked=reset_test_blocked(inventory, function),
