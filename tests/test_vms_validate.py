@@ -123,3 +123,9 @@ def test_the_vm_model_round_trips_through_json():
     again = VmInventory.from_json(inventory.to_json())
     assert again == inventory
     assert again.find("qemu:/run/a.qmp").holds(NIC).live
+
+
+def test_a_vm_name_the_generators_would_refuse_does_not_stop_an_attach(tree):
+    spaced = Vm("libvirt", "Windows 11 (gaming)", "Windows 11 (gaming)", "shut off", machine="q35")
+    prepared = prepare(tree, vms(spaced), "libvirt:Windows 11 (gaming)", [GPU])
+    assert prepared.vm is spaced and prepared.spec.name == "Windows-11-gaming"

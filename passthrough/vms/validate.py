@@ -12,6 +12,7 @@ the user looked at the diff.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,7 +124,7 @@ def check(
     spec = build_spec(
         inventory,
         picked,
-        name=vm.name,
+        name=spec_name(vm.name),
         machine="q35" if vm.q35 or vm.machine is None else "i440fx",
         firmware="ovmf",
         primary_gpu=primary_gpu,
@@ -136,6 +137,13 @@ def check(
         require_not_held(inventory, vms, address, besides=vm.ref)
     require_fingerprint(vm, fingerprint)
     return Prepared(vm=vm, inventory=inventory, spec=spec, picked=picked, confirmed=permission.confirmed)
+
+
+def spec_name(name: str) -> str:
+    """The VM's name as the config generators accept one (a domain may be called "Windows 11"):
+    the spec's name labels nothing an attach writes, so a name it refuses must not stop one."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._")[:63]
+    return cleaned or "vm"
 
 
 def require_not_held(inventory: Inventory, vms: VmInventory, address: str, *, besides: str | None) -> None:
