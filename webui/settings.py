@@ -315,4 +315,7 @@ LOGGING = {
     "formatters": {"plain": {"format": "{asctime} {levelname} {name}: {message}", "style": "{"}},
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["stderr"], "level": envstr("LOG_LEVEL", "INFO")},
+    # qemu.qmp logs every refused connection at ERROR; the VM readers report a monitor that does
+    # not answer themselves (the VM reads as "unknown", with the reason), once per snapshot.
+    "loggers": {"qemu.qmp": {"level": "CRITICAL"}},
 }
