@@ -142,3 +142,15 @@ def test_the_heartbeat_closes_a_job_whose_owner_outlived_the_worker_start(host_s
     assert (function.driver, function.driver_override) == ("nouveau", None)
     assert not GroupLock.objects.exists()
     assert AuditEvent.objects.get(job_id=job.pk).parameters["reconciled"] is True
+
+
+def test_a_vm_attach_cut_short_says_the_vm_may_hold_part_of_it(host_settings, tmp_path):
+    root = write_tree(gpu_host(), tmp_path / "host")
+    double = KernelDouble(root)
+    take_snapshot(this_host(), double, "startup")
+    _running("vm_attach", "0000:01:00.0", vm="libvirt:win11", live=None, confirm=None, fingerprint=None)
+    [closed] = reconcile(this_host(), double)
+    assert closed.state == State.FAILED
+    assert "while changing libvirt:win11. Its configuration may hold part of the change" in closed.message
+    assert not GroupLock.objects.exists()
+    assert AuditEvent.objects.get().parameters["reconciled"] is True

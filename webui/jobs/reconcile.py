@@ -37,7 +37,7 @@ from passthrough.pci.model import Inventory
 from webui.audit.models import record
 from webui.hosts.models import Host, Snapshot
 from webui.jobs import owner
-from webui.jobs.models import Action, GroupLock, Job, State
+from webui.jobs.models import VM_ACTIONS, Action, GroupLock, Job, State
 from webui.jobs.runner import snapshot_step
 
 logger = logging.getLogger(__name__)
@@ -147,6 +147,14 @@ def close_interrupted(job: Job, tree: HostTree) -> Job:
         message = (
             f"The worker stopped during '{last}' (killed, crashed or the host rebooted). "
             f"Every function was put back as it was before the job: {', '.join(result.targets)}."
+        )
+    elif job.action in VM_ACTIONS:
+        state, outcome = State.FAILED, "failed"
+        vm = job.parameters.get("vm") or f"libvirt:{job.parameters.get('name')}"
+        message = (
+            f"The worker stopped during '{last}' while changing {vm}. Its configuration may hold part of the "
+            "change: the snapshot taken now shows what the VM holds (step 5, `manage.py vm list`); detach "
+            "what should not be there, or run the job again."
         )
     elif job.action in (Action.SCAN, Action.PLAN_CHANGE):
         state, outcome = State.FAILED, "failed"
