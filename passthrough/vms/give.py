@@ -12,7 +12,6 @@ captured tree) and QMP sockets given by the user besides those found in ``/proc`
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -175,15 +174,3 @@ def planned_config(vm: Vm, prepared: Prepared) -> str | None:
         return None
     text: str = importlib.import_module(PLANNERS[vm.kind]).plan_attach(vm, prepared)
     return text
-
-
-def config_diff(vm: Vm, before: str, after: str, doing: str = "attach") -> str:
-    """A unified diff of a VM's configuration, labelled with the VM."""
-    return "".join(
-        difflib.unified_diff(
-            before.splitlines(keepends=True),
-            after.splitlines(keepends=True),
-            fromfile=f"{vm.ref} (before {doing})",
-            tofile=f"{vm.ref} (after {doing})",
-        )
-    )

@@ -25,14 +25,22 @@ from passthrough.vms.libvirtconn import (
     Handle,
     call,
     connection,
-    plan_of,
     require_uri,
     state_of,
     unplug,
     version,
     with_secrets,
 )
-from passthrough.vms.model import ConfigChanged, DeviceHeldElsewhere, UnknownVm, Vm, VmError, VmSource, fingerprint
+from passthrough.vms.model import (
+    ConfigChanged,
+    DeviceHeldElsewhere,
+    UnknownVm,
+    Vm,
+    VmError,
+    VmSource,
+    config_plan,
+    fingerprint,
+)
 
 MAX_XML = 1 << 20
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -127,7 +135,7 @@ def define_domain(
             after = handle.inactive()
             uuid = str(handle.call("reading the UUID", handle.domain.UUIDString))
             result.parameters["proof"] = proof
-            result.plan = plan_of(ref, "", after, "define")
+            result.plan = config_plan(ref, "", after, "define")
             result.undo = {"action": "vm_define", "kind": KIND, "vm": ref, "uuid": uuid, "after": after,
                            "fingerprint": fingerprint(after)}  # fmt: skip
     return result
@@ -200,7 +208,7 @@ def undo(
         carry_out(result, act=act, undo=lambda: [partial(_redefine, handle, recorder, current, secure)],
                   read_state=partial(_state, handle), doing=f"Undoing the {str(action)[3:]} on {now.ref}")  # fmt: skip
         if result.ok:
-            result.plan = plan_of(now.ref, current, handle.inactive(), "undo")
+            result.plan = config_plan(now.ref, current, handle.inactive(), "undo")
     return result
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from passthrough.ops.errors import VerificationFailed
 from passthrough.vms.domainxml import Hostdev, parse_domain
 from passthrough.vms.libvirt import KIND, vm_from_xml
-from passthrough.vms.model import UnknownVm, Vm, VmError, fingerprint
+from passthrough.vms.model import UnknownVm, Vm, VmError
 
 DEFAULT_URI = "qemu:///system"
 UNPLUG_TIMEOUT = 10.0  # seconds for a guest to let a device go (libvirt itself waits 5 for QEMU's DEVICE_DELETED)
@@ -225,13 +225,3 @@ def with_secrets(inactive: str, secure: str, target: str) -> str | None:
     for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, plain, wanted, autojunk=False).get_opcodes():
         out += secret[i1:i2] if tag == "equal" else wanted[j1:j2]
     return "".join(out)
-
-
-def diff(ref: str, before: str, after: str, doing: str) -> str:
-    return "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
-                                        fromfile=f"{ref} (before {doing})", tofile=f"{ref} (after {doing})"))  # fmt: skip
-
-
-def plan_of(ref: str, before: str, after: str, doing: str) -> dict[str, Any]:
-    return {"diff": diff(ref, before, after, doing), "before": before, "after": after,
-            "fingerprint": fingerprint(after)}  # fmt: skip

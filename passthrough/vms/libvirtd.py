@@ -29,13 +29,12 @@ from passthrough.vms.libvirtconn import (
     Handle,
     connection,
     match_xml,
-    plan_of,
     require_uri,
     state_of,
     unplug,
     wait_for,
 )
-from passthrough.vms.model import ConfigChanged, VmError, VmInventory
+from passthrough.vms.model import ConfigChanged, VmError, VmInventory, config_plan
 from passthrough.vms.model import fingerprint as config_fingerprint
 from passthrough.vms.validate import parse_addresses, parse_live, prepare, require_vm
 
@@ -141,11 +140,11 @@ def attach(
         read_state = partial(_read_state, handle)
         carry_out(result, act=act, undo=undo_steps, read_state=read_state, doing=f"Attaching to {now.ref}")
         if not result.ok:
-            result.plan = plan_of(now.ref, before, insert_devices(before, controllers, hostdevs), "attach")
+            result.plan = config_plan(now.ref, before, insert_devices(before, controllers, hostdevs), "attach")
         else:
             after = handle.inactive()
             result.parameters["proof"] = proof
-            result.plan = plan_of(now.ref, before, after, "attach")
+            result.plan = config_plan(now.ref, before, after, "attach")
             result.undo = {"action": "vm_attach", "kind": KIND, "vm": now.ref, "uuid": _uuid(handle), "before": before,
                            "after": after, "fingerprint": config_fingerprint(after),
                            "hotplugged": [{"host": p["host"], "alias": p["alias"]} for p in proof.get("live", [])]}  # fmt: skip
@@ -239,7 +238,7 @@ def detach(
                   doing=f"Detaching from {now.ref}")  # fmt: skip
         if result.ok:
             after = handle.inactive()
-            result.plan = plan_of(now.ref, before, after, "detach")
+            result.plan = config_plan(now.ref, before, after, "detach")
             result.undo = {"action": "vm_detach", "kind": KIND, "vm": now.ref, "uuid": _uuid(handle), "before": before,
                            "after": after, "fingerprint": config_fingerprint(after)}  # fmt: skip
     return result

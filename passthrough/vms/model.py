@@ -7,6 +7,7 @@ JSON both ways (the worker stores it with the host's snapshot; the pages read it
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -34,6 +35,24 @@ class ConfigChanged(VmError):
     """The VM's configuration changed since the diff the user saw was made from it."""
 
     code = "vm_config_changed"
+
+
+def config_diff(reference: str, before: str, after: str, doing: str) -> str:
+    """A unified diff of a VM's configuration, labelled with the VM and what changes it."""
+    return "".join(
+        difflib.unified_diff(
+            before.splitlines(keepends=True),
+            after.splitlines(keepends=True),
+            fromfile=f"{reference} (before {doing})",
+            tofile=f"{reference} (after {doing})",
+        )
+    )
+
+
+def config_plan(reference: str, before: str, after: str, doing: str) -> dict[str, Any]:
+    """What a VM job's result keeps of a configuration change (``result.plan``): the diff and both texts."""
+    return {"diff": config_diff(reference, before, after, doing), "before": before, "after": after,
+            "fingerprint": fingerprint(after)}  # fmt: skip
 
 
 def fingerprint(text: str | None) -> str | None:

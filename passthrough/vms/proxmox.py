@@ -12,7 +12,6 @@ started again, and the result says so instead of claiming the VM has the device 
 
 from __future__ import annotations
 
-import difflib
 import posixpath
 import re
 from dataclasses import asdict
@@ -26,7 +25,7 @@ from passthrough.ops.errors import InvalidRequest, OperationFailed, Verification
 from passthrough.ops.flow import carry_out
 from passthrough.ops.result import UNCHANGED, OperationResult, Progress, Recorder
 from passthrough.vms import pveconf
-from passthrough.vms.model import ConfigChanged, UnknownVm, Vm, VmError, VmInventory, fingerprint
+from passthrough.vms.model import ConfigChanged, UnknownVm, Vm, VmError, VmInventory, config_plan, fingerprint
 from passthrough.vms.pvenode import KIND, NO_HOTPLUG, read, read_conf, read_vm
 from passthrough.vms.validate import Prepared, parse_addresses, parse_live, prepare, require_vm
 
@@ -282,8 +281,7 @@ def _change(
     after_text = read_conf(tree, vm.id)
     if result.ok and after_text is not None:
         after = pveconf.parse(after_text)
-        result.plan = {"diff": _diff(vm, str(before_text), after_text, doing), "before": before_text,
-                       "after": after_text, "fingerprint": fingerprint(after_text)}  # fmt: skip
+        result.plan = config_plan(vm.ref, str(before_text), after_text, doing)
         if doing != "undo":
             result.undo = {"action": f"vm_{doing}", "kind": KIND, "vm": vm.ref, "vmid": vm.id, "before": before,
                            "after": dict(changes), "fingerprint": fingerprint(after_text)}  # fmt: skip
@@ -317,8 +315,3 @@ def _qm(run: Any, recorder: Recorder, vm: Vm, changes: dict[str, str | None], st
             )
         said = (answer.stdout + answer.stderr).strip().splitlines()
         recorded.detail = " ".join(argv) + (f": {' / '.join(said[-3:])}" if said else "")
-
-
-def _diff(vm: Vm, before: str, after: str, doing: str) -> str:
-    return "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
-                                        fromfile=f"{vm.ref} (before {doing})", tofile=f"{vm.ref} (after {doing})"))  # fmt: skip

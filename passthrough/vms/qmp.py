@@ -12,7 +12,6 @@ them, which QEMU confirms (``DEVICE_DELETED``) only once the guest OS lets go.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -38,7 +37,7 @@ from passthrough.vms.qmpwire import (
     session,
 )
 from passthrough.vms.qmpwire import unplug as unplug_items
-from passthrough.vms.validate import parse_addresses, parse_live, prepare, require_vm
+from passthrough.vms.validate import parse_addresses, parse_live, prepare, require_vm, spec_name
 
 KIND = "qemu"
 COMMAND_TIMEOUT = 10.0  # connecting, and each QMP command
@@ -140,7 +139,7 @@ def inspect(found: Found, timeout: float = COMMAND_TIMEOUT) -> Vm:
 
 def read(tree: HostTree, sockets: Any = (), *, command_timeout: float = COMMAND_TIMEOUT) -> VmSource:
     """Every plain QEMU VM: those found in proc/, then ``sockets`` (paths on this machine) not found there."""
-    found = [Found(item.socket, safe_name(item.name, f"qemu-{item.pid}"), item.pid) for item in discover(tree)]
+    found = [Found(item.socket, spec_name(item.name, f"qemu-{item.pid}"), item.pid) for item in discover(tree)]
     for socket in [sockets] if isinstance(sockets, str) else sockets or ():
         if isinstance(socket, str) and socket and socket not in {item.socket for item in found}:
             found.append(named_by_socket(socket))
@@ -152,13 +151,8 @@ def read(tree: HostTree, sockets: Any = (), *, command_timeout: float = COMMAND_
     return VmSource(KIND, True, f"{len(vms)} QMP socket(s) of plain QEMU processes", vms)
 
 
-def safe_name(name: str, otherwise: str) -> str:
-    """A VM's name also names the spec an attach builds: letters, digits and ._- (configgen's rule)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._")[:63] or otherwise
-
-
 def named_by_socket(socket: str) -> Found:
-    return Found(socket, safe_name(os.path.splitext(os.path.basename(socket))[0], "qemu"))
+    return Found(socket, spec_name(os.path.splitext(os.path.basename(socket))[0], "qemu"))
 
 
 # Placing and attaching ------------------------------------------------------------------

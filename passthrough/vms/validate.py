@@ -139,11 +139,11 @@ def check(
     return Prepared(vm=vm, inventory=inventory, spec=spec, picked=picked, confirmed=permission.confirmed)
 
 
-def spec_name(name: str) -> str:
+def spec_name(name: str, otherwise: str = "vm") -> str:
     """The VM's name as the config generators accept one (a domain may be called "Windows 11"):
     the spec's name labels nothing an attach writes, so a name it refuses must not stop one."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._")[:63]
-    return cleaned or "vm"
+    return cleaned or otherwise
 
 
 def require_not_held(inventory: Inventory, vms: VmInventory, address: str, *, besides: str | None) -> None:

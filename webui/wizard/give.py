@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from passthrough.errors import PassthroughError
 from passthrough.pci.model import Inventory
 from passthrough.vms import give
-from passthrough.vms.model import Vm, VmInventory
+from passthrough.vms.model import Vm, VmInventory, config_diff
 from passthrough.vms.validate import check
 from webui.wizard.views.common import error_text
 
@@ -33,7 +33,7 @@ def plan_for(inventory: Inventory, vms: VmInventory, vm: Vm, device: str) -> Pla
         after = give.planned_config(vm, prepared)
     except PassthroughError as error:
         return Plan(vm, [], None, "", refusal=error_text(error))
-    diff = give.config_diff(vm, vm.config or "", after) if after is not None else None
+    diff = config_diff(vm.ref, vm.config or "", after, "attach") if after is not None else None
     return Plan(vm, prepared.addresses, diff, live_words(vm, diff is not None))
 
 
