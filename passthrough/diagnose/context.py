@@ -12,6 +12,7 @@ from functools import cached_property
 
 from passthrough.boot.loader import CmdlineEdit
 from passthrough.host import HostTree
+from passthrough.ops.modules import module_loaded
 from passthrough.pci.console import framebuffers
 from passthrough.pci.model import Inventory, PciFunction
 from passthrough.pci.scan import scan
@@ -89,8 +90,7 @@ class HostContext:
         return cmdline is not None and cmdline.has(key, option)
 
     def module_loaded(self, name: str) -> bool:
-        modules = self.tree.read("proc/modules", limit=1 << 20) or ""
-        return any(line.split(" ", 1)[0] == name for line in modules.splitlines())
+        return module_loaded(self.tree, name)
 
     def cmdline_plan(self, add: list[str], remove: list[str] | None = None) -> CmdlineEdit:
         return self.facts.cmdline_plan(add, remove or [])

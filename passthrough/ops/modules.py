@@ -12,11 +12,15 @@ from passthrough.ops.result import Recorder
 from passthrough.ops.sysfs import VFIO
 
 
+def module_loaded(tree: HostTree, module: str) -> bool:
+    """Whether ``proc/modules`` lists ``module`` (a module loaded now, not one built in)."""
+    listed = tree.read("proc/modules", limit=4 << 20) or ""
+    return any(line.split()[:1] == [module] for line in listed.splitlines())
+
+
 def module_present(tree: HostTree, module: str) -> bool:
     """Loaded (``proc/modules``, ``sys/module``) or built into the kernel (``modules.builtin``)."""
-    if tree.is_dir(f"sys/module/{module}"):
-        return True
-    if any(line.split()[:1] == [module] for line in (tree.read("proc/modules") or "").splitlines()):
+    if tree.is_dir(f"sys/module/{module}") or module_loaded(tree, module):
         return True
     release = tree.read("proc/sys/kernel/osrelease")
     builtin = tree.read(f"lib/modules/{release}/modules.builtin", limit=4 * 1024 * 1024) if release else None

@@ -28,6 +28,7 @@ from passthrough.host import PCI_DEVICES, HostTree
 from passthrough.ops.errors import DeviceInUse, ResetUnavailable, VerificationFailed
 from passthrough.ops.flow import carry_out
 from passthrough.ops.interlock import BUS_RESETS, RESET, check_action, judge
+from passthrough.ops.modules import module_loaded
 from passthrough.ops.reset import amd_reset_bug_family, bus_reset_obstacle, refuse_a_bus_reset_the_kernel_refuses
 from passthrough.ops.result import OperationResult, Progress, Recorder
 from passthrough.ops.sysfs import ERRNO_WORDS, VFIO, function_state
@@ -43,9 +44,8 @@ NOT_TRIED = "not_tried"
 
 
 def vendor_reset_loaded(tree: HostTree) -> bool:
-    """Whether ``proc/modules`` lists vendor_reset (the module that resets AMD GPUs with the reset bug)."""
-    modules = tree.read("proc/modules", limit=4 << 20) or ""
-    return any(line.split(" ", 1)[0] == "vendor_reset" for line in modules.splitlines())
+    """Whether vendor_reset (the module that resets AMD GPUs with the reset bug) is loaded."""
+    return module_loaded(tree, "vendor_reset")
 
 
 def answers(tree: HostTree, address: str, vendor: str | None) -> str | None:
