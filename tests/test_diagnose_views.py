@@ -1,9 +1,4 @@
-"""The Diagnose page: the worker's findings from the latest snapshot, each linked to its device.
-
-webui/wizard/urls.py does not route the page yet (another change adds it), so these tests
-route it themselves: this module is its own urlconf, the project's URLs plus the one line
-that change adds.
-"""
+"""The Diagnose page: the worker's findings from the latest snapshot, each linked to its device."""
 
 from __future__ import annotations
 
@@ -14,17 +9,12 @@ import pytest
 from django.conf import settings
 from django.shortcuts import resolve_url
 from django.test import Client
-from django.urls import path, reverse
+from django.urls import reverse
 
 from passthrough.host import HostTree
 from tests.test_diagnose import QEMU_LOG, intel_debian_grub, log
 from tests.web_support import snapshot_host
 from webui.hosts.models import Host, Snapshot
-from webui.urls import urlpatterns as project_urls
-from webui.wizard.views import diagnose
-
-urlpatterns = [path("hosts/<str:host>/diagnose/", diagnose.diagnose, name="diagnose"), *project_urls]
-pytestmark = pytest.mark.urls(__name__)
 
 
 def page(client: Client, host: str) -> str:
@@ -107,3 +97,20 @@ def test_the_page_reads_the_snapshot_not_the_host(failing: tuple[Host, Snapshot]
     host, _ = failing
     (Path(HostTree(host.root).path(QEMU_LOG))).unlink()  # the log is gone; the page still shows what was stored
     assert "group_not_viable" in page(viewer_client, "fuji")
+
+
+def test_a_snapshot_reads_the_kernel_log_once_for_readiness_and_diagnosis(
+    db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On the live host each read is a dmesg run; readiness and the diagnosis share one.
+    reads = []
+    original = HostTree.kernel_log
+
+    def counted(self: HostTree) -> list[str] | None:
+        reads.append(self.root)
+        return original(self)
+
+    monkeypatch.setattr(HostTree, "kernel_log", counted)
+    _, snapshot = snapshot_host("fuji", intel_debian_grub(dmesg=log("acs-override-truenas-170.log")), tmp_path / "f")
+    assert [finding["id"] for finding in snapshot.readiness["diagnosis"]["findings"]] == ["acs_override"]
+    assert len(reads) == 1

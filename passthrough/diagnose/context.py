@@ -39,9 +39,11 @@ _FRAMEBUFFER_NAMES = {
 
 
 class HostContext:
-    def __init__(self, tree: HostTree, log: list[str], inventory: Inventory | None = None) -> None:
+    def __init__(
+        self, tree: HostTree, log: list[str], inventory: Inventory | None = None, facts: HostFacts | None = None
+    ) -> None:
         self.tree = tree
-        self.facts = HostFacts(tree)
+        self.facts = facts if facts is not None else HostFacts(tree)
         self.log = log
         self._inventory = inventory
 

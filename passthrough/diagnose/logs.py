@@ -9,6 +9,7 @@ kernel log. Only the tail of a long log is read: the failure a user asks about i
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from passthrough.diagnose.finding import LogLine
@@ -60,10 +61,17 @@ def read_given_log(path: str) -> str:
         ) from error
 
 
-def collect(tree: HostTree, given: list[str] | None = None, *, vm_logs: bool = True) -> Logs:
-    """Every line to diagnose: the kernel log, libvirt's VM logs in the tree, then ``given`` files."""
+def collect(
+    tree: HostTree,
+    given: list[str] | None = None,
+    *,
+    vm_logs: bool = True,
+    kernel_log: Callable[[], list[str] | None] | None = None,
+) -> Logs:
+    """Every line to diagnose: the kernel log (from ``kernel_log``, else the tree's), libvirt's VM
+    logs in the tree, then ``given`` files."""
     logs = Logs()
-    kernel = tree.kernel_log()
+    kernel = (kernel_log or tree.kernel_log)()
     if kernel is None:
         logs.unreadable.append(
             f"{KERNEL_LOG}: the kernel log is unreadable (no dmesg.txt in a captured tree; on this host dmesg "

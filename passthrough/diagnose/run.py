@@ -15,6 +15,7 @@ from passthrough.diagnose.logs import KERNEL_LOG, collect
 from passthrough.diagnose.matchers import BY_ID, dmar_enabled_without_units, match_line
 from passthrough.host import HostTree
 from passthrough.pci.model import Inventory
+from passthrough.readiness.facts import HostFacts
 
 
 def find(lines: list[LogLine]) -> list[Finding]:
@@ -63,17 +64,20 @@ def diagnose(
     *,
     inventory: Inventory | None = None,
     vm_logs: bool = True,
+    facts: HostFacts | None = None,
 ) -> Diagnosis:
     """The findings of the kernel log, libvirt's VM logs in ``tree`` and the ``logs`` given by path.
 
-    ``inventory`` saves a scan when the caller has one. Raises
+    ``inventory`` saves a scan and ``facts`` a second read of the host (the kernel log above
+    all: ``dmesg`` on the live host) when the caller has them. Raises
     :class:`~passthrough.diagnose.logs.UnreadableLog` for a given log that cannot be read.
     """
-    collected = collect(tree, logs, vm_logs=vm_logs)
+    host = facts if facts is not None else HostFacts(tree)
+    collected = collect(tree, logs, vm_logs=vm_logs, kernel_log=lambda: host.kernel_log)
     findings = find(collected.lines)
     if findings:
         kernel_text = [line.text for line in collected.lines if line.source == KERNEL_LOG]
-        advise(findings, HostContext(tree, kernel_text, inventory))
+        advise(findings, HostContext(tree, kernel_text, inventory, host))
     # The host's state too, read with every diagnosis (so after each boot): bindings at boot it lost.
     findings += check_boot_bindings(tree, inventory)
     findings.sort(key=lambda item: SEVERITIES.index(item.severity))

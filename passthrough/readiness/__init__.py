@@ -46,8 +46,9 @@ CHECKS: tuple[Callable[[HostFacts], Check], ...] = (
 REQUIRED = ("cpu_virtualization", "iommu", "vfio_modules")
 
 
-def run_checks(tree: HostTree | str | os.PathLike[str]) -> list[Check]:
-    facts = HostFacts(as_tree(tree))
+def run_checks(tree: HostTree | str | os.PathLike[str], facts: HostFacts | None = None) -> list[Check]:
+    """Every check, on ``facts`` when the caller read them already (the worker's snapshot shares them)."""
+    facts = facts if facts is not None else HostFacts(as_tree(tree))
     return [check(facts) for check in CHECKS]
 
 
@@ -66,9 +67,9 @@ def reasons(checks: list[Check]) -> list[str]:
     return found
 
 
-def report(tree: HostTree | str | os.PathLike[str]) -> dict[str, Any]:
+def report(tree: HostTree | str | os.PathLike[str], facts: HostFacts | None = None) -> dict[str, Any]:
     host = as_tree(tree)
-    checks = run_checks(host)
+    checks = run_checks(host, facts)
     return {
         "ready": is_ready(checks),
         "root": host.root,

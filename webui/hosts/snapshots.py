@@ -12,6 +12,7 @@ from passthrough import readiness
 from passthrough.diagnose.run import diagnose
 from passthrough.host import HostTree
 from passthrough.pci.scan import scan
+from passthrough.readiness.facts import HostFacts
 from passthrough.vms import give
 from passthrough.vms.model import KINDS, VmInventory, VmSource
 from webui.hosts.models import Host, Snapshot
@@ -30,9 +31,10 @@ def this_host() -> Host:
 
 def take_snapshot(host: Host, tree: HostTree, source: str, reason: str = "") -> Snapshot:
     inventory = scan(tree)
-    report = readiness.report(tree)
+    facts = HostFacts(tree)  # read once for both: on the live host the kernel log is a dmesg run
+    report = readiness.report(tree, facts)
     # The Diagnose page reads this: the web process never reads the host's logs itself.
-    report["diagnosis"] = diagnose(tree, inventory=inventory).to_json()
+    report["diagnosis"] = diagnose(tree, inventory=inventory, facts=facts).to_json()
     vms = read_vms(tree)
     Host.objects.filter(pk=host.pk).update(last_seen=timezone.now(), root=tree.root)
     return Snapshot.objects.create(
