@@ -19,12 +19,14 @@ imports ``a.b.c`` depends on ``a.b.c``, not on ``a``.
 Modules under a ``migrations`` directory are skipped: Django generates them, they import
 only Django and the app's models by string, and they are not part of the layout.
 
-Used by tests/test_import_graph.py.
+Used by tests/test_import_graph.py and tests/test_import_contracts.py (what each package says it
+may import, from its ``__init__`` docstring).
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -239,3 +241,59 @@ def oversized(modules: dict[str, Path], limit: int) -> list[tuple[str, int]]:
     """``(module, lines)`` for every module longer than ``limit`` lines, longest first."""
     counts = [(name, line_count(path)) for name, path in modules.items()]
     return sorted(((n, c) for n, c in counts if c > limit), key=lambda nc: (-nc[1], nc[0]))
+
+
+# -- what each package says it may import ---------------------------------------------------
+
+_MAY_IMPORT = re.compile(r"may import", re.IGNORECASE)
+_DOTTED = re.compile(r"\b((?:passthrough|webui)(?:\.[A-Za-z_][A-Za-z0-9_]*)+)")
+
+
+def packages_of(modules: dict[str, Path]) -> list[str]:
+    """The packages one level below each top package (``passthrough.pci``, ``webui.jobs``)."""
+    return sorted(name for name, path in modules.items() if path.name == "__init__.py" and name.count(".") == 1)
+
+
+def owner(module: str, packages: Iterable[str]) -> str:
+    """The package ``module`` belongs to, or the module itself when it sits at the top (``passthrough.host``)."""
+    two = ".".join(module.split(".")[:2])
+    return two if two in set(packages) else module
+
+
+def declared_imports(init: Path) -> set[str] | None:
+    """The modules and packages a package's ``__init__`` docstring says it may import.
+
+    Read from the paragraph that says "may import" (case ignored): every dotted
+    ``passthrough.…`` or ``webui.…`` name in it. None when the docstring has no such
+    paragraph; an empty set when it names nothing (a package that imports nothing of ours).
+    """
+    docstring = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8"))) or ""
+    paragraphs = [p for p in re.split(r"\n\s*\n", docstring) if _MAY_IMPORT.search(p)]
+    if not paragraphs:
+        return None
+    return {name for paragraph in paragraphs for name in _DOTTED.findall(paragraph)}
+
+
+def undeclared(edges: list[Edge], modules: dict[str, Path]) -> dict[str, list[Edge]]:
+    """Per package: the imports leaving it that its ``__init__`` does not declare (missing declaration: all)."""
+    packages = packages_of(modules)
+    found: dict[str, list[Edge]] = {}
+    for package in packages:
+        allowed = declared_imports(modules[package]) or set()
+        for edge in edges:
+            if owner(edge.source, packages) != package or owner(edge.target, packages) == package:
+                continue
+            if not any(edge.target == name or edge.target.startswith(name + ".") for name in allowed):
+                found.setdefault(package, []).append(edge)
+    return found
+
+
+def package_graph(graph: dict[str, set[str]], packages: Iterable[str]) -> dict[str, set[str]]:
+    """The module graph folded onto packages (top-level modules stay themselves)."""
+    names = list(packages)
+    folded: dict[str, set[str]] = {}
+    for source, targets in graph.items():
+        mine = owner(source, names)
+        folded.setdefault(mine, set())
+        folded[mine].update(t for t in (owner(target, names) for target in targets) if t != mine)
+    return folded

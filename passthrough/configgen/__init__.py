@@ -6,6 +6,10 @@ functions of the same card) and saying why; ``generate(inventory, spec, target)`
 it for one target and lists what the host needs for it to work, checked against the
 inventory now. Every value that came from the host (names, drivers, paths, addresses)
 enters a target's text through :mod:`passthrough.configgen.safe`, one function per context.
+
+May import: ``passthrough.pci`` (the inventory, groups and addresses a spec is built from),
+``passthrough.topology`` (where a device sits, for NUMA pinning), ``passthrough.host`` and
+``passthrough.errors``. Never ``ops`` or ``vms``: generating a config changes nothing.
 """
 
 from __future__ import annotations

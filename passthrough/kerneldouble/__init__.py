@@ -14,6 +14,12 @@ machine running the tests.
 Its memory (native drivers, faults, dynamic ids) lives in ``<root>/.kerneldouble/``, so a
 Celery worker in another process that builds ``KernelDouble(root)`` acts on the same
 kernel as the test that set it up.
+
+May import: ``passthrough.host`` (it is a HostTree), ``passthrough.errors``,
+``passthrough.pci`` (addresses, the console reader), ``passthrough.ops`` (the sysfs
+names the operations write, and ``RunCommand``) and ``passthrough.hosttrees`` (a VF is
+written as the tree builder writes a function). Only tests, the demo and the benchmarks
+import it; nothing in ``passthrough`` does.
 """
 
 from __future__ import annotations

@@ -12,6 +12,11 @@ The public API the Celery tasks and the shell commands call, with JSON-able argu
 
 Bad input raises a :class:`~passthrough.errors.PassthroughError` subclass before anything
 is written; everything else returns an :class:`OperationResult`.
+
+May import: ``passthrough.pci`` (the scan, verdicts and console reader), ``passthrough.boot``
+(where binding at boot and the kernel command line go), ``passthrough.host`` and
+``passthrough.errors``. Nothing from readiness, configgen, vms, diagnose, the host-tree
+builders or Django: the worker's tasks and the shell commands call in, never the reverse.
 """
 
 from passthrough.ops.bind import bind_vfio, restore_driver

@@ -15,8 +15,8 @@ Each module imports only those above it in this list (type-only imports count):
   neither reads the scan;
 * ``scan``: reads ``sys/bus/pci/devices`` into an Inventory and asks both judges.
 
-Outside this package it may import only :mod:`passthrough.host` and
-:mod:`passthrough.errors` (and :mod:`passthrough.evidence`, should a finding need it);
+May import: ``passthrough.host`` and ``passthrough.errors`` (and ``passthrough.evidence``,
+should a finding need it);
 never ``ops``, ``readiness``, ``configgen``, ``topology``, the host-tree builders or Django.
 Nothing is re-exported here: import from the module that holds the name.
 """

@@ -5,6 +5,11 @@ them; ``report(tree)`` is the JSON contract of ``manage.py readiness``:
 ``{"ready": bool, "checks": [{"id", "status", "evidence", "fix", ...}]}``. Check ids are
 stable. Every check reads through the :class:`~passthrough.host.HostTree`, so a captured
 tree gives the same answers its host would.
+
+May import: ``passthrough.host``, ``passthrough.boot`` (the boot loader, the command line and
+its files, the initramfs tool: each fix names this host's) and ``passthrough.evidence``.
+Not ``passthrough.pci``: readiness reads the IOMMU units and groups as the kernel lists
+them, before any scan.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ where one function sits (CPU or chipset, its link against its best, its NUMA nod
 which node a VM should be pinned to, for the device page and the config generators; ``textwidth``
 measures words; ``canvas`` holds the marks (palette, badges, pills); ``legend`` draws the
 key and the groups' legend; ``svg`` draws the tree under them. Pure Python, no Django.
+
+May import: ``passthrough.pci`` (the model and addresses) and ``passthrough.errors``.
 """
 
 from passthrough.topology.attachment import Attachment, attachment

@@ -17,6 +17,6 @@ Three kinds of VM, one model (:mod:`passthrough.vms.model`):
 define), in the shape of :mod:`passthrough.ops`: validate against the live host, act,
 verify, roll back on failure, and keep the configuration before and after for undo.
 
-May import passthrough.host, passthrough.errors, passthrough.pci, passthrough.configgen
-and passthrough.ops; nothing in passthrough imports it but the CLI.
+May import: ``passthrough.host``, ``passthrough.errors``, ``passthrough.pci``,
+``passthrough.configgen`` and ``passthrough.ops``; nothing in passthrough imports it but the CLI.
 """

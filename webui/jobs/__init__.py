@@ -7,4 +7,9 @@ Imports run one way, top to bottom:
 - ``runner`` and ``service`` share ``messages`` (the task arguments, their schemas and the
   audited refusal of a message) and ``closing`` (JobRefused, closing a job that never
   started), which import only ``models`` and the audit.
+
+May import: ``webui.hosts`` (the host a job is for, and its snapshot), ``webui.audit``,
+``webui.accounts`` (whether the job's creator may still operate), ``webui.celery`` (the
+Celery app), ``passthrough.ops`` and ``passthrough.vms`` (the operations a worker runs),
+``passthrough.pci``, ``passthrough.boot``, ``passthrough.host`` and ``passthrough.errors``.
 """
