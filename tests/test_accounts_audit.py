@@ -171,3 +171,34 @@ def test_a_deactivated_account_cannot_sign_in():
     get_user_model().objects.filter(pk=vera.pk).update(is_active=False)
     assert sign_in("vera", PASSWORD).status_code == 200
     assert the_event("sign_in_failed").parameters["username"] == "vera"
+
+
+def test_a_password_set_from_the_shell_is_recorded_once_and_a_rehash_at_sign_in_is_not(monkeypatch, settings):
+    vera = make_user("vera", VIEWER)
+    # manage.py changepassword, answering its two getpass prompts.
+    answers = iter(["a-shell-chosen-passphrase-7"] * 2)
+    monkeypatch.setattr(
+        "django.contrib.auth.management.commands.changepassword.getpass.getpass", lambda *a, **k: next(answers)
+    )
+    call_command("changepassword", "vera", stdout=StringIO())
+    # A sign-in under a stronger hasher rehashes the same password: no change.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher", *settings.PASSWORD_HASHERS]
+    assert sign_in("vera", "a-shell-chosen-passphrase-7").status_code == 302
+    vera.refresh_from_db()
+    assert vera.password.startswith("pbkdf2_")  # it was rehashed, and saved
+    vera.first_name = "Vera"
+    vera.save()  # a save that sets no password
+    event = the_event("password_change")
+    assert re.fullmatch(r"shell:.+", event.actor) and (event.source, event.result) == ("shell", "succeeded")
+    assert event.parameters == {"username": "vera"}
+    recorded = json.dumps([e.hashed_fields() for e in AuditEvent.objects.all()])
+    assert "a-shell-chosen-passphrase-7" not in recorded
+
+
+def test_the_password_page_records_its_change_once():
+    vera = make_user("vera", VIEWER)
+    new = "a-brand-new-passphrase-42"
+    signed_in(vera).post(
+        reverse("accounts:password"), {"old_password": PASSWORD, "new_password1": new, "new_password2": new}
+    )
+    assert the_event("password_change").source == "web"

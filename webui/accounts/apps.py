@@ -24,3 +24,4 @@ class AccountsConfig(AppConfig):
         m2m_changed.connect(events.groups_changed, sender=users.groups.through)
         pre_save.connect(events.remember_active, sender=users)
         post_save.connect(events.active_changed, sender=users)
+        post_save.connect(events.password_changed, sender=users)

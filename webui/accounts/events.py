@@ -1,9 +1,10 @@
 """What accounts write to the audit log: sign-ins, sign-outs, passwords, new users, roles.
 
 Web events are recorded by the views that cause them (so a test's ``force_login`` is not a
-sign-in). Role and activation changes are recorded from model signals, whatever changed
-them; the app has no pages for that, so they come from the shell (``add_user``,
-``ensure_admin``, ``manage.py shell``) and are recorded as such.
+sign-in). Role and activation changes, and passwords set outside the password page
+(``manage.py changepassword``, ``manage.py shell``), are recorded from model signals,
+whatever changed them; the app has no pages for those, so they come from the shell and are
+recorded as such.
 """
 
 from __future__ import annotations
@@ -130,6 +131,10 @@ def remember_active(sender: Any, instance: Any, raw: bool, update_fields: Any, *
     instance._was_active = sender.objects.filter(pk=instance.pk).values_list("is_active", flat=True).first()
 
 
+# Set on the user by the password page, which records its own event with the address.
+RECORDED_BY_PAGE = "_password_change_recorded_by_page"
+
+
 def active_changed(sender: Any, instance: Any, raw: bool, **kwargs: Any) -> None:
     """post_save on User: record a deactivation (it ends the account's sessions) or a reactivation."""
     was_active = instance.__dict__.pop("_was_active", None)
@@ -137,3 +142,17 @@ def active_changed(sender: Any, instance: Any, raw: bool, **kwargs: Any) -> None
         return
     action = AccountAction.USER_ACTIVATE if instance.is_active else AccountAction.USER_DEACTIVATE
     record_shell(action, {"username": instance.get_username()})
+
+
+def password_changed(sender: Any, instance: Any, raw: bool, created: bool, **kwargs: Any) -> None:
+    """post_save on User: a password set with ``set_password`` and saved, from the shell: ``changepassword`` or code.
+
+    Django keeps the raw password in ``_password`` from ``set_password`` until the save
+    that follows has run its post_save, and clears it when it rehashes a password at
+    sign-in (same password, stronger hash), so a rehash is no change. A new account's
+    first password is part of its creation, recorded as such.
+    """
+    by_page = instance.__dict__.pop(RECORDED_BY_PAGE, False)
+    if raw or created or by_page or getattr(instance, "_password", None) is None:
+        return
+    record_shell(AccountAction.PASSWORD_CHANGE, {"username": instance.get_username()})

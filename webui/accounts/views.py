@@ -61,6 +61,7 @@ class PasswordView(auth_views.PasswordChangeView):
         return context
 
     def form_valid(self, form: Any) -> HttpResponse:
+        setattr(form.user, events.RECORDED_BY_PAGE, True)  # recorded below, with the address
         response = super().form_valid(form)
         require_password_change(self.request.user, required=False)
         self.request.session.pop(SESSION_FLAG, None)
