@@ -220,15 +220,15 @@ def wait_for_job(job, timeout: float = 30):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def start_worker(transactional_db, tmp_path):  # type: ignore[no-untyped-def]
-    """start_worker(root, hostname="testhost") -> LiveWorker; every worker stops at the end."""
+    """start_worker(root, hostname="testhost", start_timeout=60) -> LiveWorker; every worker stops at the end."""
     previous = point_broker(redis_url())
     flush_test_redis()
     workers: list[LiveWorker] = []
 
-    def start(root: Path, hostname: str = "testhost", **extra_env: str) -> LiveWorker:
+    def start(root: Path, hostname: str = "testhost", start_timeout: float = 60, **extra_env: str) -> LiveWorker:
         worker = LiveWorker(root, hostname, tmp_path / f"worker-{hostname}.log", extra_env)
         workers.append(worker)
-        return worker.start()
+        return worker.start(timeout=start_timeout)
 
     yield start
     for worker in workers:
