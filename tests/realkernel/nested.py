@@ -93,7 +93,7 @@ class NestedVm:
     def text(self) -> str:
         return self.console.read_text(errors="replace") if self.console.exists() else ""
 
-    def wait_ready(self, timeout: float = 240) -> float:
+    def wait_ready(self, timeout: float = 600) -> float:
         """Seconds from start until the nested /init printed its ready line (and the QMP socket exists)."""
         assert self.process is not None
         if self.ready_after is not None:
