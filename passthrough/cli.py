@@ -284,10 +284,13 @@ def add_vmconfig_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hide-kvm", action="store_true", help="hide the hypervisor from old NVIDIA drivers (kvm=off)")
     parser.add_argument("--hv-vendor-id", metavar="TEXT", help="Hyper-V vendor id the guest sees (old NVIDIA drivers)")
     parser.add_argument("--proxmox-mapping", metavar="NAME", help="a Proxmox cluster resource mapping to use instead of addresses")  # fmt: skip
+    numa = "where QEMU, libvirt and Proxmox pin vCPUs and memory: auto (the passed devices' NUMA node), off, or node N"
+    parser.add_argument("--numa-pin", metavar="auto|off|N", default="auto", help=numa)
 
 
 def run_vmconfig(args: argparse.Namespace, out: TextIO) -> int:
     from passthrough.configgen import build_spec, generate
+    from passthrough.configgen.command import command_json, stderr_lines
     from passthrough.pci.scan import scan
 
     tree = _open_tree(args.root)
@@ -308,21 +311,15 @@ def run_vmconfig(args: argparse.Namespace, out: TextIO) -> int:
         hide_kvm=args.hide_kvm,
         hv_vendor_id=args.hv_vendor_id,
         proxmox_mapping=args.proxmox_mapping,
+        numa_pin=args.numa_pin,
     )
     config = generate(inventory, spec, args.target)
     if args.format == "json":
-        write_json(out, {**config.to_json(), "devices": [device.address for device in spec.devices]})
+        write_json(out, command_json(spec, config, args.numa_pin))
         return EXIT_OK
     out.write(config.text if config.text.endswith("\n") else config.text + "\n")
-    # Names in these lines come from the host tree: no escape sequence reaches the terminal.
-    from passthrough.configgen.safe import comment_text
-
-    added = [device for device in spec.devices if device.added_because]
-    for device in added:
-        print(f"added {device.address}: {comment_text(device.added_because)}", file=sys.stderr)
-    missing = [requirement for requirement in config.host_requirements if requirement.met is False]
-    for requirement in missing:
-        print(f"host not ready: {comment_text(requirement.text)}", file=sys.stderr)
+    for line in stderr_lines(spec, config):
+        print(line, file=sys.stderr)
     return EXIT_OK
 
 

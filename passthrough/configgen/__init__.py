@@ -19,6 +19,7 @@ from types import MappingProxyType
 
 from passthrough.configgen import hostcheck, hyperv, libvirt, proxmox, qemu, vmware
 from passthrough.configgen.layout import read_bars
+from passthrough.configgen.numa import AUTO, NumaPin, pinning
 from passthrough.configgen.spec import (
     Bar,
     ConfigError,
@@ -32,7 +33,6 @@ from passthrough.host import HostTree
 from passthrough.pci.address import PciAddress
 from passthrough.pci.isolation import describe
 from passthrough.pci.model import Inventory, PciFunction
-from passthrough.topology.placement import numa_choice
 
 __all__ = [
     "TARGETS",
@@ -40,6 +40,7 @@ __all__ = [
     "ConfigError",
     "GeneratedConfig",
     "HostRequirement",
+    "NumaPin",
     "PassedDevice",
     "VmSpec",
     "build_spec",
@@ -93,7 +94,7 @@ def build_spec(
     pcie: bool | None = None,
     bars: Mapping[str, list[Bar]] | None = None,
     tree: HostTree | str | None = None,
-    numa_pin: bool = True,
+    numa_pin: NumaPin | str | bool = AUTO,
 ) -> VmSpec:
     """A validated spec for the picked ``addresses`` plus everything that must move with them.
 
@@ -101,8 +102,11 @@ def build_spec(
     display function, else the only function. BAR sizes come from ``bars``, else are read
     from ``tree`` (the host the inventory was scanned from), else are the ones the scan
     recorded; without any they stay unknown and the MMIO settings fall back to documented
-    defaults. On a host with several NUMA nodes the VM is pinned to the node its devices
-    sit on (``numa_pin=False``: never), and ``numa_why`` says which or why none.
+    defaults. ``numa_pin`` says where the vCPUs and memory are pinned: ``"auto"``, on a host
+    with several NUMA nodes the node the devices sit on; ``"off"``, nowhere; a node number
+    (or its digits), that node, refused when the host has no such node, with
+    ``numa_warning`` saying what it costs when the devices sit elsewhere. ``numa_why`` says
+    which node and why, or why none.
     """
     picked = _parse_picks(inventory, addresses)
     devices = [PassedDevice(address) for address in picked]
@@ -140,9 +144,13 @@ def build_spec(
             device.bars = read_bars(tree, device.address)
         else:
             device.bars = list(require_function(inventory, device.address).bars or [])
-    if numa_pin and len(inventory.numa_nodes) > 1:
-        choice = numa_choice(inventory, [device.address for device in devices])
-        spec.numa_node, spec.numa_cpus, spec.numa_why = choice.node, choice.cpus, choice.why
+    pinned = pinning(inventory, [device.address for device in devices], numa_pin)
+    spec.numa_node, spec.numa_cpus, spec.numa_why, spec.numa_warning = (
+        pinned.node,
+        pinned.cpus,
+        pinned.why,
+        pinned.warning,
+    )
     spec.validate(inventory)
     return spec
 

@@ -81,6 +81,7 @@ class VmSpec:
     numa_node: int | None = None  # host NUMA node the vCPUs and memory are pinned to; None: not pinned
     numa_cpus: str | None = None  # that node's CPUs in the kernel's short form ("8-15,24-31")
     numa_why: str | None = None  # why that node, or why none on a host with several nodes
+    numa_warning: str | None = None  # a chosen node the passed devices are not known to sit on: what it costs
 
     @property
     def uses_pcie(self) -> bool:
