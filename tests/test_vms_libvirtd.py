@@ -30,6 +30,7 @@ from tests.configgen_support import desktop
 from tests.libvirtd_support import connection_fixture, domains_fixture, libvirt_uri_fixture, wait_until  # noqa: F401
 
 GPU, AUDIO, NIC = "0000:01:00.0", "0000:01:00.1", "0000:03:00.0"
+VIRT_INSTALL_LINUX2020 = Path(__file__).parent / "data/libvirt/virt-install-linux2020.xml"
 
 
 @pytest.fixture
@@ -68,30 +69,36 @@ def test_a_missing_daemon_or_uri_is_said_not_raised(tree):
     assert not source.available and "does not answer" in source.detail and "Start the daemon" in source.detail
 
 
-def test_attach_to_a_shut_off_domain_adds_a_root_port_and_the_card_on_one_slot(tree, libvirt_uri, domains):
+def test_attach_puts_the_card_on_the_free_root_port_and_the_next_card_on_a_new_one(tree, libvirt_uri, domains):
     domain = domains.define("attach")
     before = inactive(domain)
+    # libvirt gives a new q35 domain three root ports: USB on 1, the balloon on 2, 3 free.
+    assert [port.index for port in parse_domain(before).empty_root_ports()] == [3]
     inventory = vms(tree, libvirt_uri)
     vm = inventory.find(domain.name())
     planned = libvirt.plan_attach(vm, prepare(tree, inventory, vm.ref, [GPU]))
     result = libvirtd.attach(tree, inventory, vm.ref, [GPU], uri=libvirt_uri)
     assert result.outcome == SUCCEEDED, result.error
     assert result.targets == [GPU, AUDIO]
-    assert [step.name for step in result.steps] == ["validate", "snapshot"] + ["attach_config"] * 3 + ["verify"]
+    assert [step.name for step in result.steps] == ["validate", "snapshot"] + ["attach_config"] * 2 + ["verify"]
     after = inactive(domain)
     assert result.plan["before"] == before and result.plan["after"] == after
+    assert after == planned  # the plan the page shows is what libvirt wrote, line for line
     diff = result.plan["diff"]
-    assert diff.count("+    <controller type='pci' index='4' model='pcie-root-port'>") == 1
+    assert diff.splitlines()[0] == f"--- {vm.ref} (before attach: {GPU}, {AUDIO} uses the free root port pci.3)"
+    assert "<controller" not in diff
     assert (
-        "+      <address type='pci' domain='0x0000' bus='0x04' slot='0x00' function='0x0' multifunction='on'/>" in diff
+        "+      <address type='pci' domain='0x0000' bus='0x03' slot='0x00' function='0x0' multifunction='on'/>" in diff
     )
-    assert "+      <address type='pci' domain='0x0000' bus='0x04' slot='0x00' function='0x1'/>" in diff
+    assert "+      <address type='pci' domain='0x0000' bus='0x03' slot='0x00' function='0x1'/>" in diff
     assert not [line for line in diff.splitlines()[2:] if line.startswith("-")]
-    # The plan the page shows is what libvirt wrote, but for the address libvirt gives the new port.
-    (unplanned,) = [line for line in after.splitlines() if line not in planned.splitlines()]
-    assert unplanned.startswith("      <address type='pci' domain='0x0000' bus='0x00' slot=")
-    assert result.parameters["proof"] == {"config": [{"host": GPU, "guest": "0000:04:00.0"},
-                                                     {"host": AUDIO, "guest": "0000:04:00.1"}]}  # fmt: skip
+    assert (
+        result.plan["root_ports"]
+        == result.undo["root_ports"]
+        == [{"index": 3, "name": "pci.3", "added": False, "devices": [GPU, AUDIO]}]
+    )
+    assert result.parameters["proof"] == {"config": [{"host": GPU, "guest": "0000:03:00.0"},
+                                                     {"host": AUDIO, "guest": "0000:03:00.1"}]}  # fmt: skip
     assert (
         result.undo["before"] == before and result.undo["after"] == after and result.undo["uuid"] == domain.UUIDString()
     )
@@ -103,8 +110,26 @@ def test_attach_to_a_shut_off_domain_adds_a_root_port_and_the_card_on_one_slot(t
     again = libvirtd.attach(tree, vms(tree, libvirt_uri), vm.ref, [AUDIO], uri=libvirt_uri)
     assert again.outcome == UNCHANGED and inactive(domain) == after
 
+    # No root port is free now: the NIC gets a new one, with the wizard's mark.
+    inventory = vms(tree, libvirt_uri)
+    planned = libvirt.plan_attach(inventory.find(domain.name()), prepare(tree, inventory, vm.ref, [NIC]))
+    nic = libvirtd.attach(tree, inventory, vm.ref, [NIC], uri=libvirt_uri)
+    assert nic.outcome == SUCCEEDED, nic.error
+    assert [step.detail for step in nic.steps if step.name == "attach_config"][0] == (
+        "pcie-root-port index 4 (ua-passthrough-0000-03-00-0)"
+    )
+    assert nic.plan["root_ports"] == [
+        {"index": 4, "name": "ua-passthrough-0000-03-00-0", "added": True, "devices": [NIC]}
+    ]
+    assert "+      <alias name='ua-passthrough-0000-03-00-0'/>" in nic.plan["diff"]
+    assert "adds a pcie-root-port (ua-passthrough-0000-03-00-0, index 4)" in nic.plan["diff"].splitlines()[0]
+    # ... planned as libvirt writes it, but for the address libvirt gives the new port.
+    (unplanned,) = [line for line in inactive(domain).splitlines() if line not in planned.splitlines()]
+    assert unplanned.startswith("      <address type='pci' domain='0x0000' bus='0x00' slot=")
+    assert parse_domain(inactive(domain)).hostdev(NIC).guest == "0000:04:00.0"
 
-def test_detach_takes_the_whole_card_out_and_keeps_the_root_port(tree, libvirt_uri, domains):
+
+def test_detach_takes_the_whole_card_out_and_leaves_the_free_port_it_used(tree, libvirt_uri, domains):
     domain = domains.define("detach")
     attached = libvirtd.attach(tree, vms(tree, libvirt_uri), domain.name(), [GPU], uri=libvirt_uri)
     assert attached.ok
@@ -112,14 +137,102 @@ def test_detach_takes_the_whole_card_out_and_keeps_the_root_port(tree, libvirt_u
     assert result.outcome == SUCCEEDED, result.error
     assert result.targets == [AUDIO, GPU] and "0000:01:00.0 leaves too" in result.warnings[0]
     saved = parse_domain(inactive(domain))
-    assert saved.hostdevs == [] and [port.index for port in saved.free_ports()] == [3, 4]
+    assert saved.hostdevs == [] and [port.index for port in saved.free_ports()] == [3]
+    assert inactive(domain) == attached.plan["before"]
     changed = [line for line in result.plan["diff"].splitlines()[2:] if line[:1] in "+-"]
     assert all(line.startswith("-") for line in changed) and sum("<hostdev " in line for line in changed) == 2
+    assert [fate["removed"] for fate in result.plan["root_ports"]] == [False]
+    assert "(before detach: leaves the root port pci.3: it has no ua-passthrough-… alias" in result.plan["diff"]
     # Undoing the detach gives the domain its card back, line for line.
     assert libvirtd.undo(tree, result.undo, uri=libvirt_uri).outcome == SUCCEEDED
     assert inactive(domain) == attached.plan["after"]
     with pytest.raises(VmError, match=f"does not have {NIC}"):
         libvirtd.detach(tree, vms(tree, libvirt_uri), domain.name(), [NIC], uri=libvirt_uri)
+
+
+def root_ports(domain) -> int:
+    return sum(c.model == "pcie-root-port" for c in parse_domain(inactive(domain)).controllers)
+
+
+def define_linux2020(connection, domains):
+    """virt-manager's default q35 guest (14 root ports), as virt-install defines it; TCG, as this host may lack KVM."""
+    text = VIRT_INSTALL_LINUX2020.read_text().replace('<domain type="kvm">', '<domain type="qemu">')
+    text = re.sub(r"  <uuid>.*</uuid>\n", "", text.replace("<name>linux2020</name>",
+                                                       f"<name>pw-test-linux2020-{uuid.uuid4().hex[:8]}</name>"))  # fmt: skip
+    domain = connection.defineXML(text)
+    domains.track(domain.UUIDString())
+    return domain
+
+
+@pytest.mark.parametrize("kind", ["virt-manager's default", "no free port"])
+def test_attach_detach_three_times_leaves_as_many_root_ports_as_after_the_first_attach(
+    tree, libvirt_uri, domains, connection, kind
+):
+    if kind == "no free port":
+        domain = domains.define("cycles")
+        taken = libvirtd.attach(tree, vms(tree, libvirt_uri), domain.name(), [NIC], uri=libvirt_uri)
+        assert taken.plan["root_ports"][0]["name"] == "pci.3"  # the NIC takes the one free port
+    else:
+        domain = define_linux2020(connection, domains)
+    start, ports = inactive(domain), root_ports(domain)
+    after_attach, after_detach = [], []
+    for _ in range(3):
+        attached = libvirtd.attach(tree, vms(tree, libvirt_uri), domain.name(), [GPU], uri=libvirt_uri)
+        assert attached.outcome == SUCCEEDED, attached.error
+        after_attach.append(root_ports(domain))
+        (used,) = attached.plan["root_ports"]
+        planned = libvirt.detach_plan(inactive(domain), [GPU, AUDIO])
+        detached = libvirtd.detach(tree, vms(tree, libvirt_uri), domain.name(), [GPU], uri=libvirt_uri)
+        assert detached.outcome == SUCCEEDED, detached.error
+        after_detach.append(root_ports(domain))
+        assert inactive(domain) == start == planned.after  # what the pure plan said, line for line
+        assert [(fate["index"], fate["removed"]) for fate in detached.plan["root_ports"]] == [
+            (used["index"], used["added"])
+        ]
+    if kind == "no free port":
+        assert (used["index"], used["name"], used["added"]) == (4, "ua-passthrough-0000-01-00-0", True)
+        removal = [step for step in detached.steps if step.target == "root port ua-passthrough-0000-01-00-0"]
+        assert [(step.name, step.ok) for step in removal] == [("detach_config", True)]
+    else:
+        assert (used["index"], used["name"], used["added"]) == (7, "pci.7", False)
+    assert after_attach == [after_attach[0]] * 3 and after_attach[0] == ports + used["added"]
+    assert after_detach == [ports] * 3
+
+
+def test_undo_of_an_attach_that_added_a_port_and_of_the_detach_that_took_it_puts_back_the_exact_xml(
+    tree, libvirt_uri, domains
+):
+    domain = domains.define("undoport")
+    assert libvirtd.attach(tree, vms(tree, libvirt_uri), domain.name(), [NIC], uri=libvirt_uri).ok
+    before = inactive(domain)
+    attached = libvirtd.attach(tree, vms(tree, libvirt_uri), domain.name(), [GPU], uri=libvirt_uri)
+    assert attached.ok and attached.undo["root_ports"][0]["added"]
+    with_port = inactive(domain)
+    detached = libvirtd.detach(tree, vms(tree, libvirt_uri), domain.name(), [GPU], uri=libvirt_uri)
+    assert detached.ok and inactive(domain) == before
+    assert libvirtd.undo(tree, detached.undo, uri=libvirt_uri).outcome == SUCCEEDED
+    assert inactive(domain) == with_port  # the port is back, with its mark
+    assert libvirtd.undo(tree, attached.undo, uri=libvirt_uri).outcome == SUCCEEDED
+    assert inactive(domain) == before
+
+
+def test_a_running_domain_does_not_get_a_port_its_running_vm_uses(tree, libvirt_uri, domains):
+    import libvirt as lv
+
+    domain = domains.define("busy")
+    domain.create()
+    # Something hot-plugged live only (not in the saved configuration) sits on pci.3.
+    domain.attachDeviceFlags("<interface type='user'><model type='e1000e'/><address type='pci' domain='0x0000' "
+                             "bus='0x03' slot='0x00' function='0x0'/></interface>", lv.VIR_DOMAIN_AFFECT_LIVE)  # fmt: skip
+    assert [port.index for port in parse_domain(inactive(domain)).empty_root_ports()] == [3]
+    result = libvirtd.attach(tree, vms(tree, libvirt_uri), domain.name(), [NIC], live=False, uri=libvirt_uri)
+    assert result.outcome == SUCCEEDED, result.error
+    assert [(port["index"], port["added"]) for port in result.plan["root_ports"]] == [(4, True)]
+    assert parse_domain(inactive(domain)).hostdev(NIC).guest == "0000:04:00.0"
+    domain.destroy()  # once it is off, the port the NIC got is the wizard's to take back
+    detached = libvirtd.detach(tree, vms(tree, libvirt_uri), domain.name(), [NIC], uri=libvirt_uri)
+    assert detached.ok and [fate["removed"] for fate in detached.plan["root_ports"]] == [True]
+    assert inactive(domain) == result.plan["before"]
 
 
 def test_a_function_another_domain_holds_is_refused_naming_that_domain(tree, libvirt_uri, domains):

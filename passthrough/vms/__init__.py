@@ -3,7 +3,8 @@
 Three kinds of VM, one model (:mod:`passthrough.vms.model`):
 
 * ``libvirt``: domains of ``qemu:///system``: :mod:`~passthrough.vms.domainxml` reads and
-  edits domain XML, :mod:`~passthrough.vms.libvirt` plans an attach or detach in it (pure),
+  edits domain XML, :mod:`~passthrough.vms.libvirt` plans an attach or detach in it (pure;
+  :mod:`~passthrough.vms.rootports` says which root port a card takes and which a detach removes),
   :mod:`~passthrough.vms.libvirtconn` is the connection (libvirt-python, imported lazily),
   :mod:`~passthrough.vms.libvirtconfig` reads, defines and undoes, and
   :mod:`~passthrough.vms.libvirtd` attaches and detaches;

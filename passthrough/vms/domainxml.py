@@ -1,9 +1,10 @@
 """libvirt's domain XML as text: read what a domain holds, and change it where libvirt writes devices.
 
-:func:`parse_domain` reads the machine, the PCI controllers, the guest slots in use and the
-host functions (``<hostdev type='pci'>`` and ``<interface type='hostdev'>``) of a domain.
-:func:`insert_devices` and :func:`remove_hostdevs` change the text line by line, only where
-libvirt itself puts such elements (a new controller after the last PCI controller,
+:func:`parse_domain` reads the machine, the PCI controllers, the guest slots in use (and
+what sits on each bus, in words) and the host functions (``<hostdev type='pci'>`` and
+``<interface type='hostdev'>``) of a domain. :func:`insert_devices`,
+:func:`remove_hostdevs` and :func:`remove_controllers` change the text line by line, only
+where libvirt itself puts such elements (a new controller after the last PCI controller,
 hostdevs before the memballoon and what follows it), so a diff of before and after shows
 the devices and nothing else; :func:`render` writes an element as libvirt does. A guest
 address here is libvirt's: its bus is the ``index`` of the controller the device sits on
@@ -58,6 +59,7 @@ class Domain:
     hostdevs: list[Hostdev] = field(default_factory=list)
     controllers: list[PciController] = field(default_factory=list)
     occupied: set[tuple[int, int]] = field(default_factory=set)  # (bus, slot) of every device with a PCI address
+    occupants: dict[int, list[str]] = field(default_factory=dict)  # bus -> what sits on it, in words
 
     @property
     def q35(self) -> bool:
@@ -77,6 +79,15 @@ class Domain:
         if self.q35:
             return [c for c in self.controllers if c.model == ROOT_PORT and c.hotplug and c.index not in buses]
         return [c for c in self.controllers if c.model == HOTPLUG_BRIDGE and c.hotplug and self.bridge_slots(c)]
+
+    def controller(self, index: int) -> PciController | None:
+        return next((c for c in self.controllers if c.index == index), None)
+
+    def empty_root_ports(self) -> list[PciController]:
+        """Root ports (q35) that no device's PCI address points at, lowest index first, hotplug on or off."""
+        buses = {bus for bus, _ in self.occupied}
+        ports = [c for c in self.controllers if c.model == ROOT_PORT and c.index not in buses] if self.q35 else []
+        return sorted(ports, key=lambda port: port.index)
 
     def bridge_slots(self, bridge: PciController) -> list[int]:
         # Slot 0 of a pci-bridge is its SHPC's; libvirt never puts a device there.
@@ -150,6 +161,7 @@ def parse_domain(text: str) -> Domain:
         if guest is not None and guest.get("type") == "pci":
             parsed = PciAddress.parse(str(_address(guest)))
             domain.occupied.add((parsed.bus, parsed.slot))
+            domain.occupants.setdefault(parsed.bus, []).append(_what(device))
         if device.tag == "controller" and device.get("type") == "pci":
             domain.controllers.append(_controller(device))
         source = device.find("source/address")
@@ -169,6 +181,23 @@ def parse_domain(text: str) -> Domain:
                 interface=device.tag == "interface",
             ))  # fmt: skip
     return domain
+
+
+def hostdev_words(address: str) -> str:
+    return f"hostdev {address}"
+
+
+def _what(device: ET.Element) -> str:
+    """A device in a few words, to say what sits on a bus: 'hostdev 0000:03:00.0', 'disk vda', 'rng (virtio)'."""
+    if device.tag == "hostdev" and device.find("source/address") is not None:
+        return hostdev_words(_address(device.find("source/address")) or "(no PCI source)")
+    if device.tag == "controller":
+        return f"{device.get('model') or device.get('type')} controller index {device.get('index')}"
+    target, model = device.find("target"), device.find("model")
+    if device.tag == "disk" and target is not None and target.get("dev"):
+        return f"disk {target.get('dev')}"
+    kind = (model.get("type") if model is not None else None) or device.get("model") or device.get("type")
+    return f"{device.tag} ({kind})" if kind else device.tag
 
 
 def render(element: ET.Element, indent: str = "") -> list[str]:
@@ -257,6 +286,17 @@ def insert_devices(text: str, controllers: list[ET.Element], hostdevs: list[ET.E
         out += new.get(number, [])
         out.append(line)
     return "".join(out)
+
+
+def remove_controllers(text: str, indexes: list[int]) -> str:
+    """``text`` without the lines of the PCI controllers whose index is in ``indexes``."""
+    lines = text.splitlines(keepends=True)
+    drop: set[int] = set()
+    for span in _spans(text)[0]:
+        pci = span.tag == "controller" and span.attributes.get("type") == "pci"
+        if pci and _number(span.attributes.get("index"), "a controller index") in indexes:
+            drop.update(range(span.first, span.last + 1))
+    return "".join(line for number, line in enumerate(lines) if number not in drop)
 
 
 def remove_hostdevs(text: str, addresses: list[str]) -> str:

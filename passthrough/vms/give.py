@@ -168,9 +168,19 @@ def define_with(
 PLANNERS = {"libvirt": "passthrough.vms.libvirt", "proxmox": "passthrough.vms.proxmox"}
 
 
-def planned_config(vm: Vm, prepared: Prepared) -> str | None:
-    """The configuration ``vm`` will have after the attach (None: a kind without a config text)."""
+def planned_change(vm: Vm, prepared: Prepared) -> tuple[str, str] | None:
+    """The configuration ``vm`` will have after the attach, and the change in words for the diff's label
+    ("attach: 0000:03:00.0 uses the free root port pci.7"); None: a kind without a config text."""
     if vm.kind not in PLANNERS or vm.config is None:
         return None
-    text: str = importlib.import_module(PLANNERS[vm.kind]).plan_attach(vm, prepared)
-    return text
+    planner = importlib.import_module(PLANNERS[vm.kind])
+    if hasattr(planner, "plan_change"):  # libvirt: which root port each card takes
+        after, doing = planner.plan_change(vm, prepared)
+        return str(after), str(doing)
+    return str(planner.plan_attach(vm, prepared)), "attach"
+
+
+def planned_config(vm: Vm, prepared: Prepared) -> str | None:
+    """The configuration ``vm`` will have after the attach (None: a kind without a config text)."""
+    change = planned_change(vm, prepared)
+    return None if change is None else change[0]

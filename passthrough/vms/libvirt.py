@@ -4,32 +4,40 @@ Pure functions over text (:mod:`passthrough.vms.domainxml` reads and edits it), 
 page can show the diff of an attach from the snapshot without touching the host;
 :mod:`passthrough.vms.libvirtd` carries the same elements out through the daemon.
 
-On q35 each physical device gets a ``pcie-root-port`` of its own, added after the
-domain's last PCI controller, and its functions share slot 0 behind it, as on the real
-card (:func:`passthrough.configgen.layout.guest_slots`). On i440fx the functions take a
-free slot of bus 0. The text is changed line by line where libvirt writes such elements,
-so the diff shows the new elements and nothing else. What a running domain can take
-without a restart is said per card (:func:`live_placements`): one single-function device
-per free root port; never a multifunction card or a primary GPU.
+On q35 each physical device goes on a ``pcie-root-port`` of its own, and its functions
+share slot 0 behind it, as on the real card (:func:`passthrough.configgen.layout.guest_slots`):
+a root port nothing sits on when the domain has one, else a new one added after the
+domain's last PCI controller; a detach takes away only the ports its attach added
+(:mod:`passthrough.vms.rootports` holds those rules). On i440fx the functions take a free
+slot of bus 0. The text is changed line by line where libvirt writes such elements, so the
+diff shows the new elements and nothing else, and its label says which port each card
+uses. What a running domain can take without a restart is said per card
+(:func:`live_placements`): one single-function device per free root port, the one the
+configuration gets when the running VM has it free; never a multifunction card or a
+primary GPU.
 """
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
 from typing import Any
 
 from passthrough.configgen.layout import GuestSlot, guest_slots
 from passthrough.configgen.libvirt import FIRST_SLOT, hostdev, root_port
 from passthrough.configgen.spec import VmSpec
+from passthrough.pci.address import PciAddress
 from passthrough.vms.domainxml import (
     LAST_SLOT,
     MAX_INDEX,
     Domain,
     insert_devices,
     parse_domain,
+    remove_controllers,
     remove_hostdevs,
 )
 from passthrough.vms.model import HeldDevice, Vm, VmError
+from passthrough.vms.rootports import PortFate, PortUse, after_detach, free_ports, mark, port_name
 from passthrough.vms.validate import Prepared
 
 KIND = "libvirt"
@@ -86,24 +94,52 @@ def _require_placeable(domain: Domain, ref: str) -> None:
                       hint="Add the hostdev with virsh edit, or use a q35 VM.")  # fmt: skip
 
 
-def new_elements(domain: Domain, spec: VmSpec, ref: str = "the domain") -> tuple[list[ET.Element], list[ET.Element]]:
-    """The root ports and hostdevs an attach adds to ``domain``: (controllers, hostdevs), in attach order.
+@dataclass
+class AttachPlan:
+    """What an attach adds to a domain's configuration, and the root port each card goes on (q35)."""
 
-    q35: a new root port per card at the next controller index (the highest PCI controller
-    index + 1), with a chassis and port no other controller has. i440fx: a free slot of bus 0
-    per card (0 is the host bridge, 1 the PIIX3, 2 where libvirt puts the video)."""
+    controllers: list[ET.Element] = field(default_factory=list)  # the root ports it adds
+    hostdevs: list[ET.Element] = field(default_factory=list)
+    ports: list[PortUse] = field(default_factory=list)
+
+    @property
+    def doing(self) -> str:
+        """The change in words, as the diff's label: which card uses which free port, which adds one."""
+        return "attach: " + "; ".join(port.words() for port in self.ports) if self.ports else "attach"
+
+    def port_of(self, address: str) -> int | None:
+        return next((port.index for port in self.ports if address in port.devices), None)
+
+
+def new_elements(
+    domain: Domain, spec: VmSpec, ref: str = "the domain", *, running: bool = False,
+    live_buses: set[int] | frozenset[int] = frozenset(),
+) -> AttachPlan:  # fmt: skip
+    """The root ports and hostdevs an attach adds to ``domain``, in attach order.
+
+    q35: per card the free root port with the lowest index (:func:`rootports.free_ports`;
+    ``running`` with ``live_buses``, the buses the running VM has a device on), else a new
+    root port at the next controller index (the highest PCI controller index + 1), with a
+    chassis and port no other controller has and the wizard's alias. i440fx: a free slot of
+    bus 0 per card (0 is the host bridge, 1 the PIIX3, 2 where libvirt puts the video)."""
     _require_placeable(domain, ref)
     holder = ET.Element("devices")
-    controllers: list[ET.Element] = []
-    hostdevs: list[ET.Element] = []
+    plan = AttachPlan()
+    free = free_ports(domain, running=running, live_buses=live_buses) if domain.q35 else []
     index = max((c.index for c in domain.controllers), default=0) + 1
     chassis_used = {c.chassis for c in domain.controllers if c.chassis is not None}
     ports_used = {c.port for c in domain.controllers if c.port is not None}
+    aliases = {c.alias for c in domain.controllers if c.alias}
     free_slots = [
         s for s in [*range(FIRST_SLOT, LAST_SLOT + 1), *range(3, FIRST_SLOT)] if (0, s) not in domain.occupied
     ]
     for slot in guest_slots(spec):
-        if domain.q35:
+        devices = tuple(device.address for device in slot.devices)
+        if domain.q35 and free:
+            free_port = free.pop(0)
+            bus, guest_slot = free_port.index, 0
+            plan.ports.append(PortUse(bus, port_name(free_port), False, devices))
+        elif domain.q35:
             if index > MAX_INDEX:
                 raise VmError(f"{ref} has PCI controllers up to index {MAX_INDEX}; libvirt numbers no more.")
             # libvirt's own choice is chassis = index; the port follows the highest one in use.
@@ -114,9 +150,13 @@ def new_elements(domain: Domain, spec: VmSpec, ref: str = "the domain") -> tuple
             )
             chassis_used.add(chassis)
             ports_used.add(port)
+            alias = mark(devices[0], aliases)
+            aliases.add(alias)
             controller = root_port(holder, index, chassis=chassis, port=port, model_name=True)
             controller.find("target").set("port", f"0x{port:x}")  # type: ignore[union-attr]  # as libvirt writes it
-            controllers.append(controller)
+            ET.SubElement(controller, "alias", {"name": alias})  # after <target>, where libvirt keeps it
+            plan.controllers.append(controller)
+            plan.ports.append(PortUse(index, alias, True, devices))
             bus, guest_slot = index, 0
             index += 1
         else:
@@ -125,8 +165,8 @@ def new_elements(domain: Domain, spec: VmSpec, ref: str = "the domain") -> tuple
                     f"{ref} has no free slot left on its PCI bus 0.", hint="Detach a device it no longer needs."
                 )
             bus, guest_slot = 0, free_slots.pop(0)
-        hostdevs += _slot_hostdevs(holder, slot, bus, guest_slot)
-    return controllers, hostdevs
+        plan.hostdevs += _slot_hostdevs(holder, slot, bus, guest_slot)
+    return plan
 
 
 def _first_free(candidates: list[int], used: set[int], refusal: str) -> int:
@@ -146,12 +186,18 @@ def _slot_hostdevs(holder: ET.Element, slot: GuestSlot, bus: int, guest_slot: in
     ]  # fmt: skip
 
 
-def live_placements(live: Domain, spec: VmSpec) -> tuple[list[tuple[str, ET.Element]], list[str]]:
-    """What can be hot-plugged into a running domain now: ([(host address, hostdev)], [why not, per card])."""
+def live_placements(
+    live: Domain, spec: VmSpec, plan: AttachPlan | None = None
+) -> tuple[list[tuple[str, ET.Element]], list[str]]:
+    """What can be hot-plugged into a running domain now: ([(host address, hostdev)], [why not, per card]).
+
+    On q35 a card goes on the port ``plan`` gives it in the configuration when the running VM
+    has that port free, so both agree; else on the first free port no other card is given."""
     plugs: list[tuple[str, ET.Element]] = []
     refused: list[str] = []
     holder = ET.Element("devices")
     ports = live.free_ports()
+    given = {port.index for port in plan.ports} if plan else set()
     taken: set[tuple[int, int]] = set()
     for slot in guest_slots(spec):
         names = ", ".join(device.address for device in slot.devices)
@@ -168,7 +214,11 @@ def live_placements(live: Domain, spec: VmSpec) -> tuple[list[tuple[str, ET.Elem
         else:
             port = ports[0]
             if live.q35:
-                ports.pop(0)
+                wanted = plan.port_of(slot.devices[0].address) if plan else None
+                port = next((p for p in ports if p.index == wanted), None) or next(
+                    (p for p in ports if p.index not in given), port
+                )
+                ports.remove(port)
                 where = (port.index, 0)
             else:
                 where = (port.index, next(s for s in live.bridge_slots(port) if (port.index, s) not in taken))
@@ -188,19 +238,58 @@ def _require_config(vm: Vm) -> str:
     return vm.config
 
 
+def vm_live_buses(vm: Vm) -> set[int]:
+    """The buses a running VM has a host function on, as the snapshot knows them (its hostdevs' live addresses)."""
+    return {PciAddress.parse(device.guest).bus for device in vm.devices if device.live and device.guest}
+
+
+def plan_change(vm: Vm, prepared: Prepared) -> tuple[str, str]:
+    """The inactive domain XML after the attach, and the change in words (the diff's label).
+
+    From what the snapshot holds: the saved XML and, for a running VM, the live addresses of
+    its host functions; the job plans again from the live XML itself."""
+    text = _require_config(vm)
+    plan = new_elements(parse_domain(text), prepared.spec, vm.ref, running=vm.running, live_buses=vm_live_buses(vm))
+    return insert_devices(text, plan.controllers, plan.hostdevs), plan.doing
+
+
 def plan_attach(vm: Vm, prepared: Prepared) -> str:
     """The inactive domain XML after the attach: the new root ports and hostdevs where libvirt writes them."""
-    text = _require_config(vm)
-    controllers, hostdevs = new_elements(parse_domain(text), prepared.spec, vm.ref)
-    return insert_devices(text, controllers, hostdevs)
+    return plan_change(vm, prepared)[0]
+
+
+@dataclass
+class DetachPlan:
+    """The inactive XML after a detach, and what becomes of each root port the leaving functions sat on."""
+
+    after: str
+    ports: list[PortFate]
+
+    @property
+    def removed(self) -> list[int]:
+        return [fate.index for fate in self.ports if fate.removed]
+
+    @property
+    def doing(self) -> str:
+        return "detach: " + "; ".join(fate.words() for fate in self.ports) if self.ports else "detach"
+
+
+def detach_plan(
+    text: str, addresses: list[str], *, live: Domain | None = None, card: list[str] | None = None
+) -> DetachPlan:
+    """``text`` without the hostdevs of ``addresses`` and without the root ports their attach added, now empty.
+
+    A root port nothing marks as the wizard's stays: it may be one the OS installed in the
+    guest knows, and a free port is where the next attach goes (a q35 VM cannot get a new one
+    while it runs). ``live``: the running VM's XML; ``card``: functions leaving with them."""
+    fates = after_detach(parse_domain(text), addresses, live, card)
+    after = remove_hostdevs(text, addresses)
+    removed = [fate.index for fate in fates if fate.removed]
+    return DetachPlan(remove_controllers(after, removed) if removed else after, fates)
 
 
 def plan_detach(vm: Vm, addresses: list[str]) -> str:
-    """The inactive domain XML without the hostdevs of ``addresses``.
-
-    The root ports they sat on stay: an empty root port is where a later hot-plug goes
-    (a q35 VM cannot get a new one while it runs), and removing one would renumber nothing
-    but still change the guest's PCI topology under the OS installed in it."""
+    """The inactive domain XML without the hostdevs of ``addresses`` (and the root ports :func:`detach_plan` takes)."""
     text = _require_config(vm)
     domain = parse_domain(text)
     for address in addresses:
@@ -210,7 +299,7 @@ def plan_detach(vm: Vm, addresses: list[str]) -> str:
         if held.interface:
             raise VmError(f"{vm.ref} holds {address} as a network interface (<interface type='hostdev'>), "
                           "which is taken out as one.", hint=f"virsh detach-interface {vm.id} hostdev --config")  # fmt: skip
-    return remove_hostdevs(text, addresses)
+    return detach_plan(text, addresses).after
 
 
 def slot_mates(domain: Domain, addresses: list[str]) -> list[str]:

@@ -1,12 +1,14 @@
 """libvirt domains through the daemon: read them, give them devices, take them back (the backend contract).
 
-An attach validates (:func:`passthrough.vms.validate.prepare`), then adds each new root
-port and hostdev to the saved configuration with ``attachDeviceFlags(...,
-VIR_DOMAIN_AFFECT_CONFIG)``, so libvirt's own checks speak ("device is already in the
-domain configuration"), and reads the configuration back to verify. A running domain also
-gets each single-function device hot-plugged (``VIR_DOMAIN_AFFECT_LIVE``) on a free root
-port, proven by the live XML and QMP ``query-pci``; what cannot be hot-plugged is said in
-words (:func:`passthrough.vms.libvirt.live_placements`). Any failure defines the
+An attach validates (:func:`passthrough.vms.validate.prepare`), then adds each hostdev
+(on a free root port, or a new one when none is free: :mod:`passthrough.vms.rootports`)
+to the saved configuration with ``attachDeviceFlags(..., VIR_DOMAIN_AFFECT_CONFIG)``, so
+libvirt's own checks speak ("device is already in the domain configuration"), and reads
+the configuration back to verify. A running domain also gets each single-function device
+hot-plugged (``VIR_DOMAIN_AFFECT_LIVE``) on a free root port, proven by the live XML and
+QMP ``query-pci``; what cannot be hot-plugged is said in words
+(:func:`passthrough.vms.libvirt.live_placements`). A detach takes the hostdevs out, and
+the root ports their attach added once nothing else sits on them. Any failure defines the
 configuration from before again and unplugs what was plugged. The configuration before
 and after is kept for :func:`undo`; :func:`define_domain` defines a new domain.
 """
@@ -22,7 +24,15 @@ from passthrough.ops.errors import InvalidRequest, VerificationFailed
 from passthrough.ops.flow import carry_out
 from passthrough.ops.result import UNCHANGED, OperationResult, Progress, Recorder
 from passthrough.vms.domainxml import Hostdev, device_xml, insert_devices, parse_domain
-from passthrough.vms.libvirt import KIND, find_in_query_pci, live_placements, new_elements, slot_mates
+from passthrough.vms.libvirt import (
+    KIND,
+    AttachPlan,
+    detach_plan,
+    find_in_query_pci,
+    live_placements,
+    new_elements,
+    slot_mates,
+)
 from passthrough.vms.libvirtconfig import define_domain, read, undo
 from passthrough.vms.libvirtconn import (
     DEFAULT_URI,
@@ -36,6 +46,7 @@ from passthrough.vms.libvirtconn import (
 )
 from passthrough.vms.model import ConfigChanged, VmError, VmInventory, config_plan
 from passthrough.vms.model import fingerprint as config_fingerprint
+from passthrough.vms.rootports import live_buses
 from passthrough.vms.validate import parse_addresses, parse_live, prepare, require_vm
 
 __all__ = ["read", "attach", "detach", "undo", "define_domain", "DEFAULT_URI"]
@@ -73,22 +84,27 @@ def attach(
                 raise VmError(f"{now.ref} already has {', '.join(has)} of the {len(wanted)} functions that go "
                               f"together here ({', '.join(wanted)}).",
                               hint="Detach those first, then attach the whole device again.")  # fmt: skip
-            controllers, hostdevs = (
-                ([], []) if has else new_elements(parse_domain(str(now.config)), prepared.spec, now.ref)
-            )
+            live_text = handle.live()
+            running = parse_domain(live_text) if live_text is not None else None
+            plan = AttachPlan() if has else new_elements(
+                parse_domain(str(now.config)), prepared.spec, now.ref, running=running is not None,
+                live_buses=live_buses(running) if running is not None else frozenset(),
+            )  # fmt: skip
+            controllers, hostdevs = plan.controllers, plan.hostdevs
             plugs: list[tuple[str, Any]] = []
             refused: list[str] = []
-            live_text = handle.live()
             if wanted_live and not now.running:
                 raise VmError(f"{now.ref} is {now.state}, so nothing can be hot-plugged into it.",
                               hint="Attach without live: it gets the devices at its next start.")  # fmt: skip
-            if now.running and wanted_live is not False and live_text is not None:
-                plugs, refused = live_placements(parse_domain(live_text), prepared.spec)
+            if now.running and wanted_live is not False and running is not None:
+                plugs, refused = live_placements(running, prepared.spec, plan)
                 if wanted_live and refused:
                     raise VmError(f"{now.ref} cannot take all of it live: " + "; ".join(refused) + ".",
                                   hint="Attach without live to give it the devices at its next start.")  # fmt: skip
-            step.detail = f"{len(controllers)} root port(s), {len(hostdevs)} hostdev(s) into the configuration" + (
-                f"; {len(plugs)} hot-plug(s)" if plugs else ""
+            step.detail = (
+                f"{len(controllers)} new root port(s), {len(hostdevs)} hostdev(s) into the configuration"
+                + (f"; {len(plugs)} hot-plug(s)" if plugs else "")
+                + (f" ({plan.doing})" if plan.ports else "")
             )
         result.targets = wanted
         result.parameters.update(vm=now.ref, addresses=wanted, confirmed=prepared.confirmed)
@@ -139,14 +155,16 @@ def attach(
 
         read_state = partial(_read_state, handle)
         carry_out(result, act=act, undo=undo_steps, read_state=read_state, doing=f"Attaching to {now.ref}")
+        ports = [port.to_json() for port in plan.ports]
         if not result.ok:
-            result.plan = config_plan(now.ref, before, insert_devices(before, controllers, hostdevs), "attach")
+            result.plan = config_plan(now.ref, before, insert_devices(before, controllers, hostdevs), plan.doing)
+            result.plan["root_ports"] = ports
         else:
             after = handle.inactive()
             result.parameters["proof"] = proof
-            result.plan = config_plan(now.ref, before, after, "attach")
+            result.plan = {**config_plan(now.ref, before, after, plan.doing), "root_ports": ports}
             result.undo = {"action": "vm_attach", "kind": KIND, "vm": now.ref, "uuid": _uuid(handle), "before": before,
-                           "after": after, "fingerprint": config_fingerprint(after),
+                           "after": after, "fingerprint": config_fingerprint(after), "root_ports": ports,
                            "hotplugged": [{"host": p["host"], "alias": p["alias"]} for p in proof.get("live", [])]}  # fmt: skip
     return result
 
@@ -199,9 +217,10 @@ def detach(
             if in_live and not from_live:
                 result.warnings.append(f"{', '.join(in_live)} stay{'s' if len(in_live) == 1 else ''} in the running "
                                        f"VM until it stops ({'multifunction' if multi else 'live not asked'}).")  # fmt: skip
+            ports = detach_plan(str(now.config), from_config, live=running, card=everything)
             step.detail = (
                 f"from the configuration: {', '.join(from_config) or 'none'}; live: {', '.join(from_live) or 'none'}"
-            )
+            ) + (f" ({ports.doing})" if ports.ports else "")
         result.targets = everything
         result.parameters.update(vm=now.ref, addresses=everything)
         with recorder.step("snapshot", now.ref):
@@ -218,13 +237,23 @@ def detach(
                 with recorder.step("detach_config", address):
                     handle.detach(match_xml(saved.hostdev(address)), handle.lv.VIR_DOMAIN_AFFECT_CONFIG,  # type: ignore[arg-type]
                                   f"removing {address} from {now.ref}'s configuration")  # fmt: skip
+            for fate in ports.ports:
+                if fate.removed:  # after its hostdevs: libvirt puts back a controller a device still needs
+                    with recorder.step("detach_config", f"root port {fate.name}", fate.reason):
+                        handle.detach(f"<controller type='pci' index='{fate.index}' model='pcie-root-port'/>",
+                                      handle.lv.VIR_DOMAIN_AFFECT_CONFIG,
+                                      f"removing the root port {fate.name} from {now.ref}'s configuration")  # fmt: skip
             with recorder.step("verify", now.ref) as verified:
-                left = [a for a in from_config if parse_domain(handle.inactive()).hostdev(a)]
+                saved_now = parse_domain(handle.inactive())
+                left = [a for a in from_config if saved_now.hostdev(a)]
+                left += [f"root port index {index}" for index in ports.removed if saved_now.controller(index)]
                 if left:
                     raise VerificationFailed(
                         f"After the detach, {now.ref}'s configuration still lists {', '.join(left)}."
                     )
-                verified.detail = f"dumpxml --inactive no longer lists {', '.join(from_config) or 'them'}"
+                verified.detail = f"dumpxml --inactive no longer lists {', '.join(from_config) or 'them'}" + (
+                    f" nor root port(s) {', '.join(str(index) for index in ports.removed)}" if ports.removed else ""
+                )
             for address in from_live:
                 with recorder.step("unplug", address, "detachDeviceFlags LIVE"):
                     unplugged.append(running.hostdev(address))  # type: ignore[arg-type, union-attr]
@@ -238,7 +267,8 @@ def detach(
                   doing=f"Detaching from {now.ref}")  # fmt: skip
         if result.ok:
             after = handle.inactive()
-            result.plan = config_plan(now.ref, before, after, "detach")
+            result.plan = {**config_plan(now.ref, before, after, ports.doing),
+                           "root_ports": [fate.to_json() for fate in ports.ports]}  # fmt: skip
             result.undo = {"action": "vm_detach", "kind": KIND, "vm": now.ref, "uuid": _uuid(handle), "before": before,
                            "after": after, "fingerprint": config_fingerprint(after)}  # fmt: skip
     return result
@@ -246,7 +276,8 @@ def detach(
 
 def _describe(element: Any) -> str:
     if element.tag == "controller":
-        return f"pcie-root-port index {element.get('index')}"
+        alias = element.find("alias")
+        return f"pcie-root-port index {element.get('index')}" + (f" ({alias.get('name')})" if alias is not None else "")
     source = element.find("source/address")
     guest = element.find("address")
     return (f"hostdev {source.get('domain')[2:]}:{source.get('bus')[2:]}:{source.get('slot')[2:]}."

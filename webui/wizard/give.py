@@ -30,10 +30,10 @@ class Plan:
 def plan_for(inventory: Inventory, vms: VmInventory, vm: Vm, device: str) -> Plan:
     try:
         prepared = check(inventory, vms, vm.ref, [device])
-        after = give.planned_config(vm, prepared)
+        change = give.planned_change(vm, prepared)  # (the configuration after, the change in words)
     except PassthroughError as error:
         return Plan(vm, [], None, "", refusal=error_text(error))
-    diff = config_diff(vm.ref, vm.config or "", after, "attach") if after is not None else None
+    diff = config_diff(vm.ref, vm.config or "", *change) if change is not None else None
     return Plan(vm, prepared.addresses, diff, live_words(vm, diff is not None))
 
 
