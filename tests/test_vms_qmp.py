@@ -288,3 +288,35 @@ def test_undoing_an_attach_whose_devices_are_gone_changes_nothing_and_a_foreign_
         qmp.undo(tree, {**record, "vm": "libvirt:win11"})
     with pytest.raises(InvalidRequest):
         qmp.undo(tree, {**record, "action": "vm_define"})
+
+
+def test_the_port_a_detach_frees_is_where_the_next_attach_goes_cycle_after_cycle(start_qemu):
+    """QEMU cannot add root ports to a running machine, so none pile up; what matters is that a port
+    freed by a detach is found free again. Native PCIe hot-plug (ACPI hot-plug off) lets QEMU
+    finish an unplug from a slot no guest ever powered at once, so no guest OS is needed; an
+    e1000e stands for the vfio-pci device this host (no IOMMU) cannot give."""
+    from passthrough.configgen.layout import GuestSlot
+    from passthrough.configgen.spec import PassedDevice
+
+    socket = start_qemu(
+        "pw-cycles", "-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off",
+        "-device", "pcie-root-port,id=rp1,chassis=1", "-device", "pcie-root-port,id=rp2,chassis=2",
+        "-device", "pcie-root-port,id=rp3,chassis=3", "-device", "e1000e,bus=rp1,id=nic1",
+        "-device", "e1000e,bus=rp3,id=nic3",
+    )  # fmt: skip
+    card = [GuestSlot(0, [(PassedDevice("0000:03:00.0"), 0)])]
+    recorder = Recorder(OperationResult("test"), None)
+    for _ in range(3):
+        look = qmp.read_live(socket)
+        assert look.free_ports == 1
+        (placed,) = qmp.place(look.ports, card, qmp.why_not_hotplug(look), "pw-cycles")
+        assert (placed.bus, placed.slot) == ("rp2", 0)
+        arguments = placed.commands()[0] | {"driver": "e1000e", "id": "nic2"}
+        del arguments["host"]
+        session(socket, 5, lambda qemu, arguments=arguments: qemu.run("device_add", arguments))
+        full = qmp.read_live(socket)
+        assert full.free_ports == 0
+        with pytest.raises(qmp.CannotHotplug, match="all 3 of its hot-pluggable root ports are taken"):
+            qmp.place(full.ports, card, qmp.why_not_hotplug(full), "pw-cycles")
+        session(socket, 5, lambda qemu: unplug(recorder, [("nic2", "e1000e", "rp2", 0, 0)], 5, "device_del", qemu))
+    assert [port.bus for port in qmp.read_live(socket).ports if port.free] == ["rp2"]
