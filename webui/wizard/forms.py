@@ -8,6 +8,7 @@ from django import forms
 from django.core.validators import MaxValueValidator
 
 from passthrough.configgen import TARGETS
+from passthrough.configgen.numa import AUTO, OFF, PINNING_TARGETS
 from passthrough.configgen.spec import FIRMWARES, MACHINES
 from passthrough.pci.model import Inventory
 from webui.accounts.events import AccountAction
@@ -59,7 +60,40 @@ class SriovForm(forms.Form):
         self.fields["count"].validators.append(MaxValueValidator(total))
 
 
-class VmConfigForm(forms.Form):
+def numa_pin_choices(inventory: Inventory) -> list[tuple[str, str]]:
+    """Automatic, off, and each NUMA node of the host with its CPUs."""
+    nodes = sorted(inventory.numa_nodes.items())
+    return [
+        (AUTO, "automatic (the passed devices' node)"),
+        (OFF, "off"),
+        *((str(node), f"node {node} (CPUs {cpus})" if cpus else f"node {node} (no CPUs)") for node, cpus in nodes),
+    ]
+
+
+class NumaPinForm(forms.Form):
+    """Where QEMU, libvirt and Proxmox pin the VM; offered only on a host with several NUMA nodes
+    (``multi_node``), where ``automatic`` is the node the passed devices sit on."""
+
+    numa_pin = forms.ChoiceField(
+        required=False,
+        initial=AUTO,
+        label="Pin to NUMA node",
+        help_text="Where the vCPUs and memory run; another node than the devices' costs cross-socket traffic.",
+        error_messages={
+            "invalid_choice": "%(value)s is not a NUMA node of this host: choose automatic, off, or a node listed."
+        },
+    )
+
+    def __init__(self, *args: Any, inventory: Inventory, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["numa_pin"].choices = numa_pin_choices(inventory)
+        self.multi_node = len(inventory.numa_nodes) > 1
+
+    def clean_numa_pin(self) -> str:
+        return str(self.cleaned_data["numa_pin"] or AUTO)
+
+
+class VmConfigForm(NumaPinForm):
     # The targets whose generator uses each option; the page shows an option only for those
     # (test_views_vmconfig checks this against the generators' text).
     OPTION_TARGETS = {
@@ -105,7 +139,7 @@ class VmConfigForm(forms.Form):
 
     def __init__(self, *args: Any, inventory: Inventory, refused: dict[str, str] | None = None, **kwargs: Any) -> None:
         """``refused``: address -> why it may never go to a VM (offered disabled, refused if sent)."""
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, inventory=inventory, **kwargs)
         self.fields["devices"].choices = device_choices(inventory)
         self.refused = refused or {}
 
@@ -118,10 +152,14 @@ class VmConfigForm(forms.Form):
 
     def option_fields(self) -> list[tuple[forms.BoundField, str, bool]]:
         """Each option, the targets that use it space-separated (the page hides it for the others),
-        and whether it is a checkbox."""
+        and whether it is a checkbox. NUMA pinning only on a host with several nodes (or to show
+        why a value sent for it was refused)."""
+        options = dict(self.OPTION_TARGETS)
+        if self.multi_node or (self.is_bound and self["numa_pin"].errors):
+            options["numa_pin"] = PINNING_TARGETS
         return [
             (self[name], " ".join(targets), isinstance(self.fields[name], forms.BooleanField))
-            for name, targets in self.OPTION_TARGETS.items()
+            for name, targets in options.items()
         ]
 
     def spec_options(self) -> dict[str, Any]:
@@ -137,6 +175,7 @@ class VmConfigForm(forms.Form):
             "hugepages": data["hugepages"],
             "hide_kvm": data["hide_kvm"],
             "hv_vendor_id": data["hv_vendor_id"] or None,
+            "numa_pin": data["numa_pin"],
         }
 
 

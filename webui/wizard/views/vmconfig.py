@@ -15,6 +15,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from passthrough.configgen import GeneratedConfig, VmSpec, build_spec, generate
+from passthrough.configgen.numa import PINNING_TARGETS
 from passthrough.errors import PassthroughError
 from passthrough.pci.model import Inventory
 from webui.wizard import picker, snapshots
@@ -29,6 +30,16 @@ def make_config(inventory: Inventory, form: VmConfigForm) -> tuple[VmSpec, Gener
         return spec, generate(inventory, spec, form.cleaned_data["target"])
     except PassthroughError as error:
         return error_text(error)
+
+
+def output_context(inventory: Inventory, spec: VmSpec, config: GeneratedConfig) -> dict[str, Any]:
+    """What hosts/_config_output.html shows: the config, what was added and why, a NUMA warning."""
+    return {
+        "spec": spec,
+        "config": config,
+        "added": [(device, inventory.device(device.address)) for device in spec.devices if not device.picked],
+        "numa_warning": spec.numa_warning if config.target in PINNING_TARGETS else None,
+    }
 
 
 def _form(request: HttpRequest, inventory: Inventory, choices: list[picker.Choice]) -> VmConfigForm:
@@ -63,10 +74,7 @@ def vmconfig(request: HttpRequest, host: str) -> HttpResponse:
             if isinstance(made, str):
                 context["error"] = made
             else:
-                context["spec"], context["config"] = made
-                context["added"] = [
-                    (device, inventory.device(device.address)) for device in made[0].devices if not device.picked
-                ]
+                context.update(output_context(inventory, *made))
                 context["download"] = f"{reverse('vmconfig_download', kwargs={'host': host})}?{request.GET.urlencode()}"
     return render(request, "hosts/vmconfig.html", context)
 

@@ -17,14 +17,16 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from passthrough.configgen import TARGETS, build_spec, generate
+from passthrough.configgen.numa import AUTO, PINNING_TARGETS
 from passthrough.errors import PassthroughError
 from webui.hosts.models import Host, Snapshot
 from webui.wizard import snapshots
-from webui.wizard.forms import TargetForm
+from webui.wizard.forms import NumaPinForm, TargetForm
 from webui.wizard.give import chosen_vm, plan_for
 from webui.wizard.models import LAST_STEP, STEPS, WizardState
 from webui.wizard.review import candidates, review
 from webui.wizard.views.common import error_text, get_host
+from webui.wizard.views.vmconfig import output_context
 
 
 def wizard_state(request: HttpRequest, host: Host) -> WizardState:
@@ -91,8 +93,11 @@ def _vm(request: HttpRequest, state: WizardState, snapshot: Snapshot) -> dict[st
         return context
     context.update(_give(request, state, snapshot))
     inventory = snapshots.inventory_of(snapshot)
+    # Unlike the target, the pin is not saved with the wizard's state: the page's URL keeps it.
+    pin_form = NumaPinForm(request.GET, inventory=inventory)
+    numa_pin = pin_form.cleaned_data["numa_pin"] if pin_form.is_valid() else AUTO
     try:
-        spec = build_spec(inventory, [state.device])
+        spec = build_spec(inventory, [state.device], numa_pin=numa_pin)
         config = generate(inventory, spec, target)
     except PassthroughError as error:
         context["error"] = error_text(error)
@@ -106,10 +111,11 @@ def _vm(request: HttpRequest, state: WizardState, snapshot: Snapshot) -> dict[st
         "memory_mib": spec.memory_mib,
         "vcpus": spec.vcpus,
     }
+    if numa_pin != AUTO:
+        query["numa_pin"] = numa_pin
     context.update(
-        spec=spec,
-        config=config,
-        added=[(device, inventory.device(device.address)) for device in spec.devices if not device.picked],
+        output_context(inventory, spec, config),
+        pin_form=pin_form if target in PINNING_TARGETS and (pin_form.multi_node or pin_form.errors) else None,
         download=reverse("vmconfig_download", kwargs={"host": state.host.name}) + "?" + urlencode(query),
         more=reverse("vmconfig", kwargs={"host": state.host.name}) + "?" + urlencode(query),
     )
