@@ -61,12 +61,12 @@ class SriovForm(forms.Form):
 
 
 def numa_pin_choices(inventory: Inventory) -> list[tuple[str, str]]:
-    """Automatic, off, and each NUMA node of the host with its CPUs."""
+    """Automatic, off, and each NUMA node of the host with its CPUs (the scan keeps only nodes that have some)."""
     nodes = sorted(inventory.numa_nodes.items())
     return [
         (AUTO, "automatic (the passed devices' node)"),
         (OFF, "off"),
-        *((str(node), f"node {node} (CPUs {cpus})" if cpus else f"node {node} (no CPUs)") for node, cpus in nodes),
+        *((str(node), f"node {node} (CPUs {cpus})") for node, cpus in nodes),
     ]
 
 
