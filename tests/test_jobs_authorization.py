@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from unittest import mock
 
 import pytest
 from django.utils import timezone
@@ -65,8 +66,10 @@ def test_jobs_whose_creator_lost_the_right_or_that_waited_too_long_are_not_run(s
     demoted = wait_for_job(demoted)
     assert demoted.state == State.FAILED and "dan is no longer an operator" in demoted.message
 
-    stale = _queued(host, "stella")
-    Job.objects.filter(pk=stale.pk).update(created=timezone.now() - datetime.timedelta(minutes=11))
+    # Saved and signed 11 minutes ago (a row aged afterwards no longer matches its signed message).
+    eleven_minutes_ago = timezone.now() - datetime.timedelta(minutes=11)
+    with mock.patch("django.utils.timezone.now", return_value=eleven_minutes_ago):
+        stale = _queued(host, "stella")
     send(stale)
     stale = wait_for_job(stale)
     assert stale.state == State.EXPIRED

@@ -102,10 +102,10 @@ def test_the_page_refuses_before_any_job_when_the_function_is_not_on_vfio(client
 
 def test_a_test_reset_message_takes_an_address_and_a_confirmation_only():
     assert set(SCHEMAS[Action.TEST_RESET]) == {"address", "confirm"}
-    clean = validate_arguments(Action.TEST_RESET, (), {"job_id": 3, "address": GPU, "confirm": None})
-    assert clean == {"job_id": 3, "address": GPU, "confirm": None}
+    sent = {"job_id": 3, "host": "gpuhost", "issued_at": 1.5e9, "address": GPU, "confirm": None}
+    assert validate_arguments(Action.TEST_RESET, (), sent) == sent
     with pytest.raises(ArgumentRefused, match="unexpected argument"):
-        validate_arguments(Action.TEST_RESET, (), {"job_id": 3, "address": GPU, "confirm": None, "method": "bus"})
+        validate_arguments(Action.TEST_RESET, (), {**sent, "method": "bus"})
 
 
 @pytest.mark.django_db(transaction=True)

@@ -52,17 +52,21 @@ def test_a_bind_job_runs_on_the_worker_and_the_snapshot_shows_vfio(start_worker,
 
 
 def test_signed_messages_for_no_job_or_with_extra_arguments_run_nothing_and_are_counted(start_worker, tmp_path):
+    import time
+
     from webui.audit.models import RefusalBurst
     from webui.jobs.tasks import TASKS
 
     root = write_tree(gpu_host(), tmp_path / "host")
     worker = start_worker(root, "gpuhost")
+    common = {"host": "gpuhost", "issued_at": time.time()}
     TASKS["bind_vfio"].apply_async(
-        kwargs={"job_id": 999, "address": "0000:01:00.0", "confirm": None, "release_console": False},
+        kwargs={"job_id": 999, **common, "address": "0000:01:00.0", "confirm": None, "release_console": False},
         queue="host.gpuhost",
     )
-    TASKS["bind_vfio"].apply_async(kwargs={"job_id": 1, "address": "0000:01:00.0", "extra": 1}, queue="host.gpuhost")
-    import time
+    TASKS["bind_vfio"].apply_async(
+        kwargs={"job_id": 1, **common, "address": "0000:01:00.0", "extra": 1}, queue="host.gpuhost"
+    )
 
     deadline = time.time() + 20
     while sum(RefusalBurst.objects.values_list("count", flat=True)) < 2 and time.time() < deadline:

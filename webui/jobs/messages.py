@@ -3,6 +3,8 @@
 A job's task is sent with keyword arguments built from its row (``task_arguments``); the
 worker accepts a message only if its arguments match the action's schema (``SCHEMAS``,
 ``validate_arguments``): keyword arguments only, each of a declared JSON type and size.
+Every message also carries what a database writer could otherwise change after the web app
+signed it (``COMMON``): the job's id, the host it is for, and when it was issued.
 A message the worker will not run is counted and audited (``refuse_message``).
 
 Imports only the jobs' models and the audit's refusals, so the modules above it (tasks,
@@ -59,6 +61,13 @@ def _optional_bool(value: Any) -> bool | None:
     return None if value is None else _bool(value)
 
 
+def _epoch(value: Any) -> float:
+    """A moment as UTC epoch seconds (a job's creation, with its microseconds)."""
+    if type(value) not in (int, float) or not 0 < value < 2**34:
+        raise ArgumentRefused("must be a time in seconds since 1970")
+    return float(value)
+
+
 def _path(value: Any) -> str:
     """A VM reference: a domain name, a VMID, or qemu:<socket path> (paths run longer than names)."""
     if type(value) is not str or not 0 < len(value) <= 4 * MAX_TEXT:
@@ -86,7 +95,12 @@ def _drivers(value: Any) -> dict[str, str | None] | None:
     return {_text(key): _optional_text(item) for key, item in value.items()}
 
 
-# action -> {argument: validator}. job_id is common to all.
+# Signed with every message, whatever its action: the job, the host it is for (so a message
+# re-pointed at another host's queue and job row is refused there) and when the web app
+# issued it, its row's creation (so an old message is refused however its row is changed).
+COMMON: dict[str, Callable[[Any], Any]] = {"job_id": _int, "host": _text, "issued_at": _epoch}
+
+# action -> {argument: validator}. The COMMON arguments come with every action's.
 SCHEMAS: dict[str, dict[str, Callable[[Any], Any]]] = {
     Action.SCAN: {},
     Action.BIND_VFIO: {"address": _text, "confirm": _optional_text, "release_console": _bool},
@@ -129,7 +143,7 @@ def validate_arguments(action: str, args: tuple[Any, ...], kwargs: dict[str, Any
     schema = SCHEMAS[action]
     if args:
         raise ArgumentRefused("positional arguments are not accepted")
-    expected = {"job_id", *schema}
+    expected = {*COMMON, *schema}
     unknown = sorted(set(kwargs) - expected)
     missing = sorted(expected - set(kwargs))
     if unknown or missing:
@@ -143,8 +157,8 @@ def validate_arguments(action: str, args: tuple[Any, ...], kwargs: dict[str, Any
                 if part
             )
         )
-    clean = {"job_id": _int(kwargs["job_id"])}
-    for name, check in schema.items():
+    clean = {}
+    for name, check in {**COMMON, **schema}.items():
         try:
             clean[name] = check(kwargs[name])
         except ArgumentRefused as error:
@@ -212,7 +226,12 @@ def task_arguments(job: Job) -> dict[str, Any]:
             "vcpus": parameters.get("vcpus"),
         },
     }
-    return {"job_id": job.pk, **by_action[job.action]}
+    return {"job_id": job.pk, "host": job.host.name, "issued_at": issued_at(job), **by_action[job.action]}
+
+
+def issued_at(job: Job) -> float:
+    """When the web app issued the job: its row's creation, as UTC epoch seconds."""
+    return job.created.timestamp()
 
 
 def refuse_message(action: str, message: str, kwargs: dict[str, Any]) -> None:

@@ -1,21 +1,19 @@
 """Running a job on the root worker: the bridge from a Job row to passthrough.ops.
 
-``run_job`` checks that the message matches a job of this host that is still queued, that
-the job's creator may still run it and that it has not waited too long, marks it running
-under this process as its owner, calls the operation with a progress callback that writes
+``run_job`` asks ``admission`` whether the message may start its job (for this host, a
+queued job it matches, a creator who may still run it, not issued too long ago), marks it
+running under this process as its owner, calls the operation with a progress callback that writes
 each step to the row (the page polls it), then stores a fresh snapshot of the host and, in
 one transaction, the outcome, its audit event and the release of the group lock.
 """
 
 from __future__ import annotations
 
-import datetime
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -28,8 +26,8 @@ from webui.hosts.models import Snapshot
 from webui.hosts.snapshots import take_snapshot
 from webui.hosts.trees import worker_tree
 from webui.jobs import owner, reset_operations, vm_operations
-from webui.jobs.closing import JobRefused, close_queued
-from webui.jobs.messages import refuse_message, task_arguments
+from webui.jobs.admission import admit
+from webui.jobs.closing import JobRefused
 from webui.jobs.models import VM_ACTIONS, Action, GroupLock, Job, State
 
 logger = logging.getLogger(__name__)
@@ -61,52 +59,9 @@ class _StepWriter:
         Job.objects.filter(pk=self.job.pk).update(steps=self.steps)
 
 
-def _matches(job: Job, action: str, arguments: dict[str, Any]) -> str | None:
-    """Why a message does not belong to its job, or None when it does."""
-    if job.action != action:
-        return f"job {job.pk} is a {job.action} job, not {action}"
-    if job.host.name != settings.PASSTHROUGH_HOSTNAME:
-        return f"job {job.pk} is for host {job.host.name}, and this worker runs on {settings.PASSTHROUGH_HOSTNAME}"
-    if task_arguments(job) != arguments:
-        return f"the message's arguments differ from those job {job.pk} was saved with"
-    return None
-
-
 def run_job(action: str, arguments: dict[str, Any]) -> None:
-    job = Job.objects.select_related("host", "user").filter(pk=arguments["job_id"]).first()
+    job = admit(action, arguments)
     if job is None:
-        refuse_message(
-            action, f"Refused a {action} message for job {arguments['job_id']}, which does not exist.", arguments
-        )
-        return
-    mismatch = _matches(job, action, arguments)
-    if mismatch:
-        refuse_message(action, f"Refused a {action} message: {mismatch}.", arguments)
-        return
-    if job.state != State.QUEUED:
-        # Sent again at worker start, or replayed from the broker: either way it runs nothing.
-        refuse_message(
-            action,
-            f"Refused a {action} message for job {job.pk}, which is {job.state}, not queued: "
-            "a duplicate or replayed message.",
-            arguments,
-        )
-        return
-    problem = authorization_problem(job)
-    if problem:
-        close_queued(job, State.FAILED, "refused", f"Not run: {problem}", actor="worker")
-        return
-    waited = timezone.now() - job.created
-    limit = datetime.timedelta(seconds=settings.PASSTHROUGH_JOB_MAX_WAIT)
-    if waited > limit:
-        close_queued(
-            job,
-            State.EXPIRED,
-            "expired",
-            f"Not run: the job waited {_minutes(waited)} for {job.host.name}'s worker, longer than the "
-            f"{_minutes(limit)} a job may wait. Nothing was changed; start it again if it is still wanted.",
-            actor="worker",
-        )
         return
     # Only a queued job starts; the owner lets the reconciler tell a running job from an abandoned one.
     me = str(owner.current())
@@ -117,27 +72,6 @@ def run_job(action: str, arguments: dict[str, Any]) -> None:
         return
     job.refresh_from_db()
     execute(job, worker_tree())
-
-
-def authorization_problem(job: Job) -> str | None:
-    """Why the job's creator may no longer run it, or None. Checked when the job starts, not only when it was sent."""
-    from webui.accounts.roles import can_operate
-
-    user = job.user  # read with the job, just now (run_job's select_related)
-    if user is None:
-        return f"job {job.pk} names no user who may run it (web jobs always do)."
-    if not user.is_active:
-        return f"{user.username}'s account was deactivated after the job was queued."
-    if not can_operate(user):
-        return f"{user.username} is no longer an operator (may no longer run jobs)."
-    return None
-
-
-def _minutes(delta: datetime.timedelta) -> str:
-    minutes = int(delta.total_seconds() // 60)
-    if minutes < 1:
-        return f"{int(delta.total_seconds())} seconds"
-    return f"{minutes} minute{'s' if minutes != 1 else ''}"
 
 
 def execute(job: Job, tree: HostTree, source: str = "worker") -> Job:
