@@ -58,14 +58,15 @@ def _wait_refused(count: int, timeout: float = 30) -> None:
 
 
 def _captured_message(job: Job) -> bytes:
-    """The genuine signed message the web app sends for ``job``, taken off a queue no worker reads."""
+    """The genuine signed message the web app stored for ``job``, published to a queue no worker reads and taken off it."""
+    import dataclasses
+
     import redis
 
-    from webui.jobs.messages import task_arguments
-    from webui.jobs.tasks import TASKS
+    from webui.jobs.signed import StoredMessage, publish
 
     side = "capture.side"
-    TASKS[job.action].apply_async(kwargs=task_arguments(job), queue=side, task_id=job.task_id)
+    publish(dataclasses.replace(StoredMessage.parse(job.signed_message), queue=side))
     raw = redis.Redis.from_url(redis_url()).rpop(side)
     assert raw is not None
     return raw

@@ -2,8 +2,10 @@
 
 Imports run one way, top to bottom:
 
-- ``tasks`` (the Celery entry points) call ``runner``; ``service`` (submit, send, cancel)
-  sends through ``tasks``; ``reconcile`` and the ``device`` command use both.
+- ``tasks`` (the Celery entry points) call ``runner``, which asks ``admission`` whether a
+  message may start its job; ``service`` (submit, send, cancel) stores each queued job's
+  message, signed once, and publishes it through ``signed``; ``reconcile`` and the
+  ``device`` command use both.
 - ``runner`` and ``service`` share ``messages`` (the task arguments, their schemas and the
   audited refusal of a message) and ``closing`` (JobRefused, closing a job that never
   started), which import only ``models`` and the audit.

@@ -71,6 +71,10 @@ class Job(models.Model):
     # Who runs it while it is running: "machine boot-id pid start-time" (webui/jobs/owner.py).
     # The reconciler puts back only jobs whose owner is gone.
     owner = models.CharField(max_length=200, blank=True, default="")
+    # The task message exactly as the web app signed it when it saved the job (webui/jobs/signed.py):
+    # every send, the web app's and a worker's re-send, publishes this text and signs nothing.
+    # Empty for a job no worker may send (made by an older version, or written into the database).
+    signed_message = models.TextField(blank=True, default="", editable=False)
 
     class Meta:
         ordering = ["-created"]

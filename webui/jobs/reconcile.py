@@ -9,7 +9,9 @@ drivers the last snapshot before the job recorded (a half-done bind leaves a fun
 no driver at all), a half-done VF change returns to the count it had. Then the job is
 closed, its lock released, the audit told, and a fresh snapshot stored. Queued jobs are
 sent again: the broker may have lost them, and a duplicate message is ignored by the job's
-own state check.
+own state check. Sending again publishes the message the web app stored with the job, as
+it is; the worker signs nothing, so a job row without one (an older version's, or one
+written into the database by hand) is never sent, and expires.
 
 A job whose owner still ran at the worker's start is looked at again at every heartbeat: a
 process asleep in the kernel survives SIGKILL (an unbind of a sound card sleeps in
@@ -255,7 +257,8 @@ class LostMessages:
     message it held. A job whose message is missing at two heartbeats in a row is sent again:
     one look could fall between the web app saving the row and sending its message, or
     between the worker taking a message and recording its delivery. A message sent twice
-    still runs its job once: only a queued job starts.
+    still runs its job once: only a queued job starts. What is sent again is the message the
+    web app stored with the job, byte for byte (``sendable``, ``service.send``).
     """
 
     def __init__(self) -> None:
@@ -264,7 +267,7 @@ class LostMessages:
     def resend(self, host: Host) -> int:
         from webui.jobs.service import BrokerUnavailable, send
 
-        queued = list(Job.objects.filter(host=host, state=State.QUEUED).select_related("host"))
+        queued = sendable(host)
         present = broker_task_ids(host.queue) if queued else set()
         if present is None:
             return 0  # the broker cannot be read now: nothing is known to be lost
@@ -285,11 +288,29 @@ class LostMessages:
         return count
 
 
+def sendable(host: Host) -> list[Job]:
+    """The queued jobs of ``host`` a worker may send again: those with a stored message for this host's queue.
+
+    Any other queued row (no stored message, or one a database writer pointed elsewhere) is
+    left as it is; the heartbeat expires it, saying why (service.expire_stale).
+    """
+    from webui.jobs.signed import StoredMessage
+
+    jobs = []
+    for job in Job.objects.filter(host=host, state=State.QUEUED).select_related("host").order_by("id"):
+        stored = StoredMessage.parse(job.signed_message)
+        if stored is not None and stored.queue == host.queue:
+            jobs.append(job)
+        else:
+            logger.warning("queued job %s has no message signed by the web app for %s: not sent", job.pk, host.queue)
+    return jobs
+
+
 def resend_queued(host: Host) -> int:
     from webui.jobs.service import BrokerUnavailable, send
 
     count = 0
-    for job in Job.objects.filter(host=host, state=State.QUEUED).select_related("host"):
+    for job in sendable(host):
         try:
             send(job)
             count += 1

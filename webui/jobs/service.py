@@ -2,10 +2,12 @@
 
 The web process never acts on hardware. The views check what they can against the host's
 latest snapshot first (so a user hears "this group is not viable" at once); this module
-saves a queued Job, takes the group's lock and audits the request in one transaction, then
-sends a signed task carrying only JSON primitives to that host's own queue. The root worker
-validates everything again against the live sysfs, and checks that the job's creator may
-still run it, before it writes anything. A queued job can be cancelled until it starts.
+saves a queued Job with its task message, signed once (webui/jobs/signed.py), takes the
+group's lock and audits the request in one transaction, then publishes that message (JSON
+primitives only) to the host's own queue. Sending a job again, here or from a worker,
+publishes the stored message as it is and signs nothing. The root worker validates
+everything again against the live sysfs, and checks that the job's creator may still run
+it, before it writes anything. A queued job can be cancelled until it starts.
 """
 
 from __future__ import annotations
@@ -16,14 +18,15 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from kombu.exceptions import EncodeError
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from passthrough.errors import PassthroughError
 from passthrough.pci.address import PciAddress
 from webui.audit.models import record
 from webui.hosts.models import Host
+from webui.jobs import signed
 from webui.jobs.closing import JobRefused, close_queued
-from webui.jobs.messages import task_arguments
 from webui.jobs.models import Action, GroupLock, Job, State
 
 logger = logging.getLogger(__name__)
@@ -55,7 +58,9 @@ def create_job(
 ) -> Job:
     """Save a job row and take its IOMMU group's lock, or JobRefused when the group is busy.
 
-    A job created running (the shell's) is owned by this process. ``audit`` (record()'s
+    A job created running (the shell's) is owned by this process. A queued job gets its
+    task message, signed with this process's key, in the same transaction: only the web app
+    creates queued jobs, and no one signs a job's message afterwards. ``audit`` (record()'s
     keywords) is written in the same transaction as the row.
     """
     from webui.jobs import owner
@@ -78,6 +83,9 @@ def create_job(
                 started=timezone.now() if state == State.RUNNING else None,
                 owner=str(owner.current()) if state == State.RUNNING else "",
             )
+            if state == State.QUEUED:
+                job.signed_message = signed.sign(job)
+                job.save(update_fields=["signed_message"])
             if group is not None:
                 GroupLock.objects.create(host=host, group=group, job=job)
             if audit is not None:
@@ -89,6 +97,8 @@ def create_job(
             f"IOMMU group {group} on {host.name} already has a job in progress{detail}.",
             hint="Wait for it to finish; its page shows its progress.",
         ) from None
+    except EncodeError as error:  # no signing key here (a host's worker has none): nothing was saved
+        raise BrokerUnavailable(f"The job's message cannot be signed: {error}") from None
     return job
 
 
@@ -139,9 +149,10 @@ def check_sending() -> None:
         check_broker_url(app.conf.broker_url, settings.PASSTHROUGH_ALLOW_UNAUTHENTICATED_BROKER)
     except BrokerRefused as error:
         raise BrokerUnavailable(f"Jobs are not sent to this broker: {error}") from None
-    if not SIGNING_READY:
+    files = SigningFiles(settings.BROKER_SIGNING_DIR)
+    if not SIGNING_READY or not files.exist():  # a host's worker has a certificate to verify with, no key
         raise BrokerUnavailable(
-            "Jobs cannot be signed: " + SigningFiles(settings.BROKER_SIGNING_DIR).missing(),
+            "Jobs cannot be signed: " + files.missing(),
             hint="The root worker runs only signed jobs.",
         )
 
@@ -165,18 +176,19 @@ def _check_broker(url: str) -> None:
 
 
 def send(job: Job) -> None:
-    from webui.jobs import tasks
+    """Publish the message the web app stored with the job, byte for byte; nothing is signed here.
 
-    task = tasks.TASKS[job.action]
-    _check_broker(task.app.conf.broker_url)
-    kwargs = task_arguments(job)
+    The web app sends a job once it is saved; a worker sends a queued job again when the
+    broker lost its message. A job with no stored message is not sent (JobRefused).
+    """
+    from webui.celery import app
+
+    stored = signed.StoredMessage.parse(job.signed_message)
+    if stored is None:
+        raise JobRefused(f"Job {job.pk} {NO_SIGNED_MESSAGE}.", hint=SUBMIT_AGAIN)
+    _check_broker(app.conf.broker_url)
     try:
-        task.apply_async(
-            kwargs=kwargs,
-            queue=job.host.queue,
-            task_id=job.task_id,
-            retry=False,  # a dead broker must fail this request now, not in minutes
-        )
+        signed.publish(stored)  # no retry: a dead broker must fail this request now, not in minutes
     except (KombuOperationalError, OSError) as error:
         raise BrokerUnavailable(
             f"The job queue (Redis) cannot be reached: {error}.",
@@ -207,10 +219,18 @@ def offline_message(host: Host) -> str:
     return f"{host.absence()}; the job waits for it until it expires."
 
 
+NO_SIGNED_MESSAGE = (
+    "has no message signed by the web app (it was made by an older version, or written into the "
+    "database by hand), so no worker sends it"
+)
+SUBMIT_AGAIN = "Submit it again from the web app if it is still wanted."
+
+
 def expire_stale(host: Host, max_wait: int) -> int:
     """Close the queued jobs of ``host`` that waited longer than ``max_wait`` seconds (a worker's heartbeat).
 
-    A job whose host is offline says so in its message, as it did while it waited.
+    A job whose host is offline says so in its message, as it did while it waited; a job
+    without a signed message says that it has none and must be submitted again.
     """
     now = timezone.now()
     cutoff = now - datetime.timedelta(seconds=max_wait)
@@ -221,11 +241,9 @@ def expire_stale(host: Host, max_wait: int) -> int:
         why = f"Not run: the job waited more than {limit} for {host.name}'s worker."
     expired = 0
     for job in Job.objects.filter(host=host, state=State.QUEUED, created__lt=cutoff).select_related("host"):
-        expired += close_queued(
-            job,
-            State.EXPIRED,
-            "expired",
-            f"{why} Nothing was changed; start it again if it is still wanted.",
-            actor="worker",
-        )
+        if signed.StoredMessage.parse(job.signed_message) is not None:
+            message = f"{why} Nothing was changed; start it again if it is still wanted."
+        else:
+            message = f"Not run: the job {NO_SIGNED_MESSAGE}. Nothing was changed. {SUBMIT_AGAIN}"
+        expired += close_queued(job, State.EXPIRED, "expired", message, actor="worker")
     return expired

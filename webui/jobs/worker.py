@@ -1,7 +1,8 @@
 """What a host's worker does besides running tasks.
 
 On start: register its host (kernel, CPU vendor, IOMMU, the app's version), close jobs a
-previous run left running, store a first snapshot, and send queued jobs again. While it
+previous run left running, store a first snapshot, and send queued jobs again (each
+one's message as the web app signed and stored it: the worker signs nothing). While it
 runs: watch the kernel's PCI events (add, remove, bind, unbind) with pyudev and store a
 fresh snapshot after each burst of them, so a change made by hand shows in the UI; and
 every PASSTHROUGH_HEARTBEAT_SECONDS say it is alive, expire queued jobs that waited too
