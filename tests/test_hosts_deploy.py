@@ -81,10 +81,10 @@ def test_every_variable_in_the_examples_is_a_setting_the_app_reads(example):
     assert not unknown, f"{example} sets what the app never reads: {sorted(unknown)}"
 
 
-def test_a_worker_is_told_to_keep_its_own_key_and_secret_key_never_the_web_apps():
+def test_a_worker_is_told_to_keep_its_own_secret_key_never_the_web_apps_and_no_message_key():
     text = (DEPLOY / "worker.env.example").read_text()
     assert "SECRET_KEY=" not in text.replace("SECRET_KEY_FILE=", "")
-    assert "own message key (generated here, never copied)" in text
+    assert "No message key (none is generated here, none ever copied)" in text
 
 
 def _run(script: str, *arguments: str | Path) -> subprocess.CompletedProcess[str]:
@@ -117,21 +117,22 @@ def test_web_keys_writes_the_web_apps_secrets_for_its_user_alone_once(tmp_path):
     assert _run("web-keys", web, "extra").returncode == 2
 
 
-def test_worker_keys_makes_a_key_of_the_hosts_own_and_trusts_the_web_apps_certificate(tmp_path):
+def test_worker_keys_trusts_the_web_apps_certificate_alone_and_makes_no_message_key(tmp_path):
     certificate, target = _web_certificate(tmp_path), tmp_path / "etc"
     done = _worker_keys(certificate, target)
     assert done.returncode == 0, done.stderr
-    key = target / "broker" / "signing.key"
-    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and stat.S_IMODE(target.stat().st_mode) == 0o700
+    assert stat.S_IMODE(target.stat().st_mode) == 0o700
+    assert stat.S_IMODE((target / "broker").stat().st_mode) == 0o700
+    assert [path.name for path in (target / "broker/trusted").iterdir()] == ["web.crt"]
     assert (target / "broker/trusted/web.crt").read_bytes() == certificate.read_bytes()
-    assert (target / "broker/trusted/signing.crt").read_bytes() != certificate.read_bytes()
+    assert not (target / "broker" / "signing.key").exists()
     assert stat.S_IMODE((target / "secret_key").stat().st_mode) == 0o600
     assert "Still missing: " in done.stderr and "audit_key" in done.stderr
-    before = key.read_bytes(), (target / "secret_key").read_bytes()
+    before = (target / "secret_key").read_bytes()
     (target / "audit_key").write_text("copied\n")
     again = _worker_keys(certificate, target)
     assert again.returncode == 0 and "Still missing" not in again.stderr, again.stderr
-    assert (key.read_bytes(), (target / "secret_key").read_bytes()) == before, "a second run keeps what exists"
+    assert (target / "secret_key").read_bytes() == before, "a second run keeps what exists"
 
 
 def test_worker_keys_refuses_what_is_not_a_certificate_and_writes_nothing(tmp_path):

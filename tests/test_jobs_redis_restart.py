@@ -5,9 +5,11 @@ default install's private Redis is) and a real worker on it. One bind job hangs 
 kernel double's drivers_probe while scan jobs and a second bind wait behind it in Redis;
 then Redis is stopped and started again on the same port, empty. The worker reconnects,
 the running job finishes, and the heartbeat sends again the queued jobs whose messages
-Redis forgot. Every job ends succeeded, each ran once (one validate step, one outcome in
-the audit), and a job sent after the restart runs too; so does one sent after a second
-restart that finds the worker idle, waiting on its queue.
+Redis forgot: the messages the web app stored with them, unchanged (the worker has a
+host's key material, the web app's certificate and no key, so it could not sign them).
+Every job ends succeeded, each ran once (one validate step, one outcome in the audit), and
+a job sent after the restart runs too; so does one sent after a second restart that finds
+the worker idle, waiting on its queue.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from passthrough.hosttrees.tree import write_tree
 from passthrough.kerneldouble import KernelDouble
 from passthrough.kerneldouble.faults import hang
 from passthrough.pci.scan import scan
+from tests.test_hosts_keys import host_keys
 from tests.worker_support import REDIS_SERVER, PrivateRedis, operator_named, point_broker, requires_redis, wait_for_job
 from webui.audit.models import AuditEvent, verify_chain
 from webui.hosts.models import Host
@@ -81,7 +84,12 @@ def test_a_redis_restart_mid_run_loses_no_job_and_runs_none_twice(start_worker, 
     root = write_tree(two_group_host(), tmp_path / "host")
     KernelDouble(root, faults=[hang("sys/bus/pci/drivers_probe", 4.0, times=1)])
     worker = start_worker(
-        root, "redishost", REDIS_URL=own_redis.url(0), PASSTHROUGH_HEARTBEAT_SECONDS="1", PASSTHROUGH_OFFLINE_AFTER="60"
+        root,
+        "redishost",
+        REDIS_URL=own_redis.url(0),
+        PASSTHROUGH_HEARTBEAT_SECONDS="1",
+        PASSTHROUGH_OFFLINE_AFTER="60",
+        BROKER_SIGNING_DIR=str(host_keys(tmp_path / "keys")),  # a host's: the web app's certificate, no key
     )
     point_broker(own_redis.url(0))  # the fixture restores the previous broker at the end
     host = Host.objects.get(name="redishost")
@@ -101,8 +109,10 @@ def test_a_redis_restart_mid_run_loses_no_job_and_runs_none_twice(start_worker, 
 
     after = submit(host=host, action="scan", targets=[], user=user)
     jobs = [running, *waiting, after]
+    stored = {job.pk: job.signed_message for job in jobs}
     for job in jobs:
         wait_for_job(job, timeout=60)
+    assert {job.pk: job.signed_message for job in jobs} == stored, "sent again as stored, never signed again"
     assert worker.process.poll() is None, "the worker reconnected rather than exit"
     for job in jobs:
         assert job.state == State.SUCCEEDED, f"job {job.pk} ({job.action}): {job.state}: {job.message}"

@@ -8,14 +8,20 @@ The broker (Redis) is shared ground: any process that can reach it can publish. 
   unix socket is reached through the socket file's permissions, so it counts as
   authenticated.
 - **Signatures.** Task messages are signed with Celery's own message signing (the ``auth``
-  serializer, RSA-PSS over SHA-256, the ``cryptography`` package). The key and a
-  self-signed certificate are generated into ``var/broker/`` on first start, readable only
-  by the user that runs the app. The worker accepts ``auth`` content only, so an unsigned
-  message, one signed by a key whose certificate is not in the trusted store, or one whose
-  body was altered fails to decode and is refused (see :mod:`webui.jobs.consumer`).
-  A signature covers the message body (the task's keyword arguments), not its headers: the
+  serializer, RSA-PSS over SHA-256, the ``cryptography`` package), by the web app alone.
+  Its key and a self-signed certificate are generated into ``var/broker/`` on first start,
+  readable only by the user that runs the app; the certificate sits in ``trusted/``, so the
+  worker of a single-host install, which shares that directory, trusts it. A host's worker
+  elsewhere gets only the web app's certificate (deploy/worker-keys) and no key: it verifies
+  messages and can sign none (``configure_signing``), and it sends a job again by publishing
+  the message the web app stored with the job (:mod:`webui.jobs.signed`). The worker accepts
+  ``auth`` content only, so an unsigned message, one signed by a key whose certificate is
+  not in the trusted store, or one whose body was altered fails to decode and is refused
+  (see :mod:`webui.jobs.consumer`). A signature covers the message body (the task's keyword
+  arguments: the job, its host, when it was issued, its arguments), not its headers: the
   runner checks the task name, the host and every argument against the job row, and runs
-  only a job that is still queued, so a replayed or re-addressed message runs nothing.
+  only a job that is still queued and not too old, so a replayed or re-addressed message
+  runs nothing.
 - **No remote control.** Celery's broadcast commands (``shutdown``, ``revoke``, ``pool_*``)
   travel unsigned on the pidbox channel: the worker does not listen to them at all, and
   it skips mingle (which takes revoked task ids from whoever answers) and gossip (whose
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -86,13 +93,19 @@ class SigningFiles:
         return self.directory / TRUSTED_DIR
 
     def exist(self) -> bool:
+        """A key to sign with and its certificate: the web app's directory (and a single-host install's)."""
         return self.key.is_file() and self.certificate.is_file()
+
+    def trusts_any(self) -> bool:
+        """At least one certificate to verify messages with: all a host's worker has."""
+        return self.trusted.is_dir() and any(path.is_file() for path in self.trusted.iterdir())
 
     def missing(self) -> str:
         return (
             f"No message-signing key in {self.directory}: run scripts/run once (it generates one), or "
             f"`.venv/bin/python -c 'import sys; from webui.jobs.broker import generate_into; generate_into(sys.argv[1])' "
-            f"{self.directory}` as the user that runs the app."
+            f"{self.directory}` as the user that runs the app. A host's worker needs no key, only the web "
+            f"app's certificate in {self.trusted}: deploy/worker-keys WEB_CERTIFICATE puts it there."
         )
 
 
@@ -133,21 +146,34 @@ def generate(files: SigningFiles) -> bool:
     return True
 
 
-def configure_signing(app: object, files: SigningFiles) -> bool:
-    """Sign and verify this app's task messages with ``files``.
+NO_KEY_HERE = (
+    "This process holds no message-signing key (a host's worker verifies the web app's messages "
+    "and signs none); jobs are signed by the web app when it saves them."
+)
 
-    When they are missing, False, and an ``auth`` serializer that refuses to sign or read
-    anything, saying why: a process that never sends a task (migrations, checks) starts as
-    usual, and one that tries gets the reason rather than Celery's KeyError.
+
+def configure_signing(app: object, files: SigningFiles) -> bool:
+    """Sign and verify this app's task messages with ``files``; False when it can do neither.
+
+    With a key (the web app; a single-host install's worker, which shares its directory):
+    Celery's own setup. With trusted certificates and no key (a host's worker): verify
+    only, with Celery's serializer and certificate store; signing is refused, saying why.
+    With neither: an ``auth`` serializer that refuses to sign or read anything, saying why:
+    a process that never sends a task (migrations, checks) starts as usual, and one that
+    tries gets the reason rather than Celery's KeyError.
     """
+    from kombu.serialization import registry
+
     if not files.exist():
-        from kombu.serialization import registry
+        verifies = files.trusts_any()
+        reason = NO_KEY_HERE if verifies else files.missing()
 
         def refuse(*args: object, **kwargs: object) -> None:
-            raise BrokerRefused(files.missing())
+            raise BrokerRefused(reason)
 
-        registry.register("auth", refuse, refuse, content_type="application/data", content_encoding="utf-8")
-        return False
+        decode = _verifier(files) if verifies else refuse
+        registry.register("auth", refuse, decode, content_type="application/data", content_encoding="utf-8")
+        return verifies
     app.setup_security(  # type: ignore[attr-defined]
         allowed_serializers=None,  # no decoder but the auth serializer registered next
         key=str(files.key),
@@ -157,6 +183,17 @@ def configure_signing(app: object, files: SigningFiles) -> bool:
         serializer="json",
     )
     return True
+
+
+def _verifier(files: SigningFiles) -> Callable[[bytes], object]:
+    """What Celery's setup_security registers, less the key it insists on: verify against ``trusted/`` only."""
+    from celery.security.certificate import FSCertStore
+    from celery.security.serialization import SecureSerializer
+    from kombu.serialization import disable_insecure_serializers
+
+    disable_insecure_serializers(allowed=None)  # no decoder but the auth serializer registered next
+    verifier = SecureSerializer(cert_store=FSCertStore(str(files.trusted)), digest="sha256", serializer="json")
+    return verifier.deserialize
 
 
 def generate_into(directory: str) -> None:
