@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import datetime
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 KEY_NAME = "signing.key"
@@ -174,15 +176,54 @@ def configure_signing(app: object, files: SigningFiles) -> bool:
         decode = _verifier(files) if verifies else refuse
         registry.register("auth", refuse, decode, content_type="application/data", content_encoding="utf-8")
         return verifies
-    app.setup_security(  # type: ignore[attr-defined]
-        allowed_serializers=None,  # no decoder but the auth serializer registered next
-        key=str(files.key),
-        cert=str(files.certificate),
-        store=str(files.trusted),
-        digest="sha256",
-        serializer="json",
+    # What Celery's setup_security does, with the signer built at the first message signed.
+    from celery.exceptions import ImproperlyConfigured
+
+    conf = app.conf  # type: ignore[attr-defined]
+    if conf.task_serializer != "auth" or conf.accept_content != ["auth"]:
+        raise ImproperlyConfigured("task_serializer must be 'auth' and accept_content ['auth'] to sign messages")
+    signer = DeferredSigner(files)  # _verifier disables every other decoder first
+    registry.register(
+        "auth", signer.serialize, _verifier(files), content_type="application/data", content_encoding="utf-8"
     )
+    registry._set_default_serializer("auth")  # as setup_security does
     return True
+
+
+class DeferredSigner:
+    """Celery's SecureSerializer with the signing key (what its ``register_auth`` builds), made at
+    the first message this process signs rather than when it starts.
+
+    Reading and checking the 3072-bit RSA key took about 150 ms of every process's start: every
+    ``manage.py`` command, each web and worker process (and seconds for each Python in the
+    real-kernel guests, under emulation), though only the web app's job submissions sign.
+    Reading a message needs no key: that is ``_verifier``'s, with the same certificate store.
+    """
+
+    def __init__(self, files: SigningFiles) -> None:
+        self.files = files
+        self._lock = threading.Lock()
+        self._serializer: Any = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._serializer is not None
+
+    def serialize(self, data: object) -> object:
+        with self._lock:
+            if self._serializer is None:
+                from celery.security.certificate import Certificate, FSCertStore
+                from celery.security.key import PrivateKey
+                from celery.security.serialization import SecureSerializer
+
+                self._serializer = SecureSerializer(
+                    PrivateKey(self.files.key.read_text()),
+                    Certificate(self.files.certificate.read_text()),
+                    FSCertStore(str(self.files.trusted)),
+                    digest="sha256",
+                    serializer="json",
+                )
+        return self._serializer.serialize(data)
 
 
 def _verifier(files: SigningFiles) -> Callable[[bytes], object]:
