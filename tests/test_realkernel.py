@@ -50,6 +50,7 @@ def guest_script(scenario: Scenario) -> str:
         'echo "guest: pytest starts at $(cut -d" " -f1 /proc/uptime) s of uptime"\n'
         ".venv/bin/python -m pytest -p no:cacheprovider -p no:hypothesispytest -o addopts='' -o faulthandler_timeout=120 -rA "
         f"--durations=5 {extra} {' '.join(str(path) for path in scenario.paths)}\n"
+        'status=$?; echo "guest: pytest ends at $(cut -d" " -f1 /proc/uptime) s of uptime"; exit $status\n'
     )
 
 

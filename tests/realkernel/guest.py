@@ -14,12 +14,14 @@ not have. ``-cpu max`` under TCG offers svm to the guest.
 
 from __future__ import annotations
 
+import compileall
 import fcntl
 import os
 import shlex
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,6 +212,24 @@ def _write_initramfs(kernel: Kernel, target: Path) -> None:
     partial.replace(target)
 
 
+# The checkout's bytecode, written on this side before a guest boots. A guest compiles every
+# module it imports whose __pycache__ is missing (PYTHONDONTWRITEBYTECODE is common, and the guests
+# set it), and compiling under TCG costs seconds per Python process: each guest runs one pytest,
+# and the worker scenario three Celery workers more. Stale files are rewritten by mtime as Python
+# itself would; __pycache__/ is ignored by git.
+_COMPILED = threading.Lock()
+_compiled_once: list[Path] = []
+
+
+def compile_checkout(repo: Path) -> None:
+    with _COMPILED:
+        if repo in _compiled_once:
+            return
+        for folder in ("passthrough", "webui", "tests"):
+            compileall.compile_dir(repo / folder, quiet=2, workers=1)
+        _compiled_once.append(repo)
+
+
 def boot(machine: Machine, script: str, timeout: float = 600, keep: bool = False) -> GuestRun:
     """Boot ``machine``, run ``script`` (sh, as root, cwd = the repository) inside, power off.
 
@@ -219,6 +239,7 @@ def boot(machine: Machine, script: str, timeout: float = 600, keep: bool = False
     initrd = build_initramfs(kernel, CACHE / kernel.package / f"initramfs-{_initramfs_key()}.cpio")
     work = Path(tempfile.mkdtemp(prefix="guest-", dir=CACHE))
     repo = Path(__file__).resolve().parents[2]
+    compile_checkout(repo)
     (work / "run.sh").write_text(f"cd {shlex.quote(str(repo))}\n{script}\n")
     env_lines = {
         "GUEST_WORK": str(work),
