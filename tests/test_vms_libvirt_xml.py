@@ -149,7 +149,9 @@ def test_a_gpu_and_its_audio_get_one_new_root_port_and_share_its_slot(make_tree)
 
 
 def test_a_rom_file_goes_on_the_gpu_function_as_the_generator_writes_it(make_tree):
-    _, _, after = planned(make_tree, threadripper(), real(BEAST), [RX580], rom_file="/usr/share/vgabios/rx580.rom")
+    # The worker gives a VM only a ROM that is on the host, in a ROM directory (passthrough.vms.romfile).
+    host = threadripper(files={"usr/share/vgabios/rx580.rom": "\x55\xaa polaris vbios\n"})
+    _, _, after = planned(make_tree, host, real(BEAST), [RX580], rom_file="/usr/share/vgabios/rx580.rom")
     added = added_lines(real(BEAST), after)
     assert added.count("      <rom file='/usr/share/vgabios/rx580.rom'/>") == 1
     assert added.index("      <rom file='/usr/share/vgabios/rx580.rom'/>") < added.index(

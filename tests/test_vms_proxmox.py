@@ -328,12 +328,17 @@ def test_an_undo_record_that_is_not_one_is_refused(node):
 
 
 def test_a_rom_file_is_named_as_qemu_server_reads_it(node):
+    # The worker gives a VM only a ROM in a ROM directory (passthrough.vms.romfile); this one is not in
+    # /usr/share/kvm, where qemu-server reads it from, so the attach says to copy it there.
+    rom = Path(node.path("usr/share/vgabios/gp102-patched.rom"))
+    rom.parent.mkdir(parents=True)
+    rom.write_bytes(b"\x55\xaa" + bytes(510))
     result = proxmox.attach(
-        node, vms_on(node), "proxmox:101", [GPU], primary_gpu=True, rom_file="/root/roms/gp102-patched.rom"
+        node, vms_on(node), "proxmox:101", [GPU], primary_gpu=True, rom_file="/usr/share/vgabios/gp102-patched.rom"
     )
     assert result.outcome == "succeeded", result.error
     assert "hostpci2: 0b:00,pcie=1,x-vga=1,romfile=gp102-patched.rom" in conf_of(node, "101").splitlines()
     assert result.warnings == [
         "qemu-server reads romfile= from /usr/share/kvm only, and /usr/share/kvm/gp102-patched.rom is not there: "
-        "copy /root/roms/gp102-patched.rom to it before the VM starts."
+        "copy /usr/share/vgabios/gp102-patched.rom to it before the VM starts."
     ]

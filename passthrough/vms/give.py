@@ -84,15 +84,45 @@ def attach(
     live: bool | None = None,
     confirm: str | None = None,
     fingerprint: str | None = None,
+    primary_gpu: bool = False,
+    rom_file: str | None = None,
     progress: Progress | None = None,
 ) -> OperationResult:
+    """Give the VM ``reference`` names the functions at ``addresses`` (and what must go with them).
+
+    ``primary_gpu``: the card is the VM's only display (x-vga where the backend writes it;
+    never hot-plugged). ``rom_file``: a VBIOS image the VM gets as the card's option ROM,
+    checked on the host by :func:`passthrough.vms.romfile.require_rom_file`. A plain QEMU VM
+    takes neither: its devices are hot-plugged, and a ROM is given on its command line."""
     vms = read_vms(tree, connection)
     kind = _kind_of(vms, reference)
+    refuse_options(kind, primary_gpu=primary_gpu, rom_file=rom_file)
+    options: dict[str, Any] = {"primary_gpu": primary_gpu} | ({} if rom_file is None else {"rom_file": rom_file})
     result: OperationResult = backend(kind).attach(
         tree, vms, reference, addresses, live=live, confirm=confirm, fingerprint=fingerprint, progress=progress,
-        **connection.arguments(kind),
+        **options, **connection.arguments(kind),
     )  # fmt: skip
     return result
+
+
+def refuse_options(kind: str, *, primary_gpu: Any = False, rom_file: Any = None) -> None:
+    """Refuse the attach options a kind of VM cannot take, before anything is read or changed (the page says it too)."""
+    if kind != "qemu":
+        return
+    if primary_gpu:
+        raise InvalidRequest(
+            "A primary GPU (x-vga) cannot be hot-plugged: QEMU sets up the legacy VGA ranges only for a device "
+            "present when the machine starts, and a plain QEMU VM takes devices only by hot-plug.",
+            hint="Put it on QEMU's command line (manage.py vmconfig --target qemu --primary-gpu writes it) and start "
+            "the VM.",
+        )
+    if rom_file is not None:
+        raise InvalidRequest(
+            "A ROM file is not given to a plain QEMU VM here: the wizard hot-plugs its devices through the monitor, "
+            "each with the card's own ROM.",
+            hint="Put romfile= on QEMU's command line (manage.py vmconfig --target qemu --rom-file PATH writes it) "
+            "and start the VM.",
+        )
 
 
 def detach(

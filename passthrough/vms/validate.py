@@ -6,8 +6,9 @@ picked functions plus everything that must move with them (the rest of their IOM
 group, the other functions of the same card), as the config generators place them. It
 refuses, before anything is written: a malformed address, an unknown device, IOMMU off,
 a group with nothing passable, a host-critical function without its confirmation, a
-function another VM already has (naming that VM), and a configuration that changed since
-the user looked at the diff.
+function another VM already has (naming that VM), a configuration that changed since the
+user looked at the diff, and a ROM file that is not a sane regular file inside the
+directories the hypervisors read ROMs from (:mod:`passthrough.vms.romfile`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from passthrough.pci.isolation import describe
 from passthrough.pci.model import Inventory, PciFunction
 from passthrough.pci.scan import scan
 from passthrough.vms.model import ConfigChanged, DeviceHeldElsewhere, Vm, VmInventory
+from passthrough.vms.romfile import parse_rom_file, require_proxmox_rom, require_rom_file
 
 MAX_DEVICES = 32
 
@@ -64,6 +66,12 @@ def parse_live(value: Any) -> bool | None:
     return value
 
 
+def parse_primary_gpu(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidRequest(f"primary_gpu must be true or false, not {value!r}.")
+    return value
+
+
 def require_vm(vms: VmInventory, reference: Any) -> Vm:
     if not isinstance(reference, str) or not 0 < len(reference) <= 300 or "\x00" in reference:
         raise InvalidRequest("Name the VM: a libvirt domain, a Proxmox VMID or qemu:<QMP socket path>.")
@@ -92,11 +100,19 @@ def prepare(
     primary_gpu: bool = False,
     rom_file: str | None = None,
 ) -> Prepared:
-    """The VM and the devices going into it, checked against the live host and every VM on it."""
-    return check(
-        scan(tree), vms, reference, addresses, confirm=confirm, fingerprint=fingerprint, primary_gpu=primary_gpu,
-        rom_file=rom_file, tree=tree,
+    """The VM and the devices going into it, checked against the live host and every VM on it.
+
+    A ``rom_file`` must pass :func:`passthrough.vms.romfile.require_rom_file` on ``tree`` first
+    (for a Proxmox VM, also the copy in /usr/share/kvm that qemu-server reads, when it is there)."""
+    primary = parse_primary_gpu(primary_gpu)
+    rom = require_rom_file(tree, rom_file)
+    prepared = check(
+        scan(tree), vms, reference, addresses, confirm=confirm, fingerprint=fingerprint, primary_gpu=primary,
+        rom_file=rom, tree=tree,
     )  # fmt: skip
+    if rom is not None and prepared.vm.kind == "proxmox":
+        require_proxmox_rom(tree, rom)
+    return prepared
 
 
 def check(
@@ -114,10 +130,12 @@ def check(
     """:func:`prepare` on an inventory already read: the worker's, just scanned, or a page's snapshot.
 
     ``tree`` (the host the inventory came from) adds the BAR sizes; the page has none and
-    the plan it shows does not depend on them.
+    the plan it shows does not depend on them. A ``rom_file`` is checked as written here (the
+    page knows no files); :func:`prepare` also checks the file it names.
     """
     picked = parse_addresses(addresses)
     confirmation = parse_confirm(confirm)
+    primary_gpu, rom_file = parse_primary_gpu(primary_gpu), parse_rom_file(rom_file)
     vm = require_vm(vms, reference)
     for address in picked:
         require_passable(inventory, require_device(inventory, address))
