@@ -133,6 +133,8 @@ SCHEMAS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "live": _optional_bool,
         "confirm": _optional_text,
         "fingerprint": _optional_text,
+        "primary_gpu": _bool,
+        "rom_file": _optional_text,  # a path; the worker checks where it leads (passthrough.vms.romfile)
     },
     Action.VM_DETACH: {"vm": _path, "addresses": _texts, "live": _optional_bool},
     Action.VM_DEFINE: {"addresses": _texts, "name": _text, "memory_mib": _count, "vcpus": _count},
@@ -217,6 +219,8 @@ def task_arguments(job: Job) -> dict[str, Any]:
             "live": parameters.get("live"),
             "confirm": parameters.get("confirm"),
             "fingerprint": parameters.get("fingerprint"),
+            "primary_gpu": parameters.get("primary_gpu", False),
+            "rom_file": parameters.get("rom_file"),
         },
         Action.VM_DETACH: {"vm": parameters.get("vm"), "addresses": list(job.targets), "live": parameters.get("live")},
         Action.VM_DEFINE: {

@@ -25,6 +25,8 @@ def attach(tree: HostTree, job: Job, progress: Progress) -> OperationResult:
         live=parameters.get("live"),
         confirm=parameters.get("confirm"),
         fingerprint=parameters.get("fingerprint"),
+        primary_gpu=parameters.get("primary_gpu", False),
+        rom_file=parameters.get("rom_file"),
         progress=progress,
     )
 

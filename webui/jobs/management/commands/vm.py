@@ -43,6 +43,15 @@ class Command(BaseCommand):
             when.add_argument("--config-only", dest="live", action="store_false", help="the saved config alone")
         attach.add_argument("--confirm", help="the confirmation asked for when host-critical functions are named")
         attach.add_argument("--fingerprint", help="refuse if the VM's config differs from the one this diff came from")
+        attach.add_argument(
+            "--primary-gpu", action="store_true",
+            help="the GPU is the VM's only display (x-vga; the host keeps no console on it; never hot-plugged)",
+        )  # fmt: skip
+        attach.add_argument(
+            "--rom-file", metavar="PATH",
+            help="a VBIOS image for the card, in /usr/share/vgabios, /usr/share/kvm (Proxmox), /usr/share/qemu "
+            "or /usr/share/seabios",
+        )  # fmt: skip
         define = verbs.add_parser("define", help="a new libvirt VM with the function(s) ADDR, from the generated XML")
         define.add_argument("addresses", nargs="+", metavar="ADDR")
         define.add_argument("--name", default="passthrough-vm")
@@ -92,7 +101,8 @@ class Command(BaseCommand):
             return Action.VM_DEFINE, targets, parameters
         parameters = {"vm": options["vm"], "live": options["live"]}
         if verb == "attach":
-            parameters |= {"confirm": options["confirm"], "fingerprint": options["fingerprint"]}
+            parameters |= {"confirm": options["confirm"], "fingerprint": options["fingerprint"],
+                           "primary_gpu": options["primary_gpu"], "rom_file": options["rom_file"]}  # fmt: skip
             return Action.VM_ATTACH, targets, parameters
         return Action.VM_DETACH, targets, parameters
 
