@@ -88,6 +88,16 @@ def test_step_5_gives_the_gpu_to_a_libvirt_domain_shows_the_diff_first_and_undo_
         page.screenshot(path=str(SCREENSHOTS / "vm-1-diff.png"), full_page=True)
         assert inactive_xml(domain) == original  # looking changed nothing
 
+        # The GPU's options redraw the diff: a ROM file adds the rom element, and clearing it takes it away.
+        expect(page.locator("#id_primary_gpu")).to_be_visible()
+        page.fill("#id_rom_file", "/usr/share/vgabios/gt1030.rom")
+        page.locator("#id_rom_file").press("Tab")
+        expect(diff).to_contain_text("<rom file='/usr/share/vgabios/gt1030.rom'/>")
+        page.screenshot(path=str(SCREENSHOTS / "vm-1-rom.png"), full_page=True)
+        page.fill("#id_rom_file", "")
+        page.locator("#id_rom_file").press("Tab")
+        expect(diff).not_to_contain_text("<rom file=")
+
         clicked = time.monotonic()
         page.click(f"button:has-text('Attach to {name}')")
         expect(page.locator(".job-live")).to_contain_text("Succeeded")

@@ -11,6 +11,7 @@ from passthrough.configgen import TARGETS
 from passthrough.configgen.numa import AUTO, OFF, PINNING_TARGETS
 from passthrough.configgen.spec import FIRMWARES, MACHINES
 from passthrough.pci.model import Inventory
+from passthrough.vms.romfile import MAX_PATH, ROM_DIRS, rom_path_problem, shown
 from webui.accounts.events import AccountAction
 from webui.audit import refusals
 from webui.audit.models import RESULTS
@@ -249,3 +250,53 @@ class NewVmForm(forms.Form):
     name = forms.RegexField(regex=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", initial="passthrough-vm", label="Name")
     memory_mib = forms.IntegerField(min_value=256, max_value=65535, initial=8192, label="Memory (MiB)")
     vcpus = forms.IntegerField(min_value=1, max_value=256, initial=4, label="vCPUs")
+
+
+class AttachOptionsForm(forms.Form):
+    """Step 5's options for giving a GPU to a VM: the preview is made with them and the attach job carries them.
+
+    ``display``: the picked device's card is a display controller (class 03xx); only then is
+    the primary GPU offered (a value sent for another card is dropped). The ROM path is
+    checked here as written; the worker checks the file it names on the host."""
+
+    primary_gpu = forms.BooleanField(
+        required=False,
+        label="Primary GPU: the VM's only display",
+        help_text="The VM boots and shows its screen on this card, and gets no emulated display of its own "
+        "(Proxmox writes x-vga=1); the host keeps no console on the card. A primary GPU is never hot-plugged: "
+        "a running VM gets it at its next start.",
+    )
+    rom_file = forms.CharField(
+        required=False,
+        max_length=MAX_PATH,
+        label="ROM file",
+        help_text="A VBIOS image, for a card whose own ROM cannot be read or was changed by the host's boot "
+        f"(the boot GPU). Only from {', '.join(ROM_DIRS)}; Proxmox reads it from /usr/share/kvm.",
+        widget=forms.TextInput(attrs={"placeholder": "/usr/share/vgabios/gpu.rom"}),
+    )
+
+    def __init__(self, *args: Any, display: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.display = display
+
+    def clean_primary_gpu(self) -> bool:
+        return bool(self.cleaned_data["primary_gpu"]) and self.display
+
+    def clean_rom_file(self) -> str | None:
+        path = self.cleaned_data["rom_file"].strip() or None
+        problem = rom_path_problem(path) if path is not None else None
+        if problem is not None:
+            raise forms.ValidationError(f"ROM file {shown(path)} {problem}.")
+        return path
+
+    def options(self) -> dict[str, Any]:
+        """What the preview is made with and the job carries: defaults when the form is not valid."""
+        if not self.is_valid():
+            return {"primary_gpu": False, "rom_file": None}
+        return {"primary_gpu": self.cleaned_data["primary_gpu"], "rom_file": self.cleaned_data["rom_file"]}
+
+    def refusal(self) -> str | None:
+        """The form's errors in one sentence, or None."""
+        if not self.is_bound or self.is_valid():
+            return None
+        return " ".join(str(error) for errors in self.errors.values() for error in errors)

@@ -22,7 +22,7 @@ from passthrough.errors import PassthroughError
 from webui.hosts.models import Host, Snapshot
 from webui.wizard import snapshots
 from webui.wizard.forms import NumaPinForm, TargetForm
-from webui.wizard.give import chosen_vm, plan_for
+from webui.wizard.give import chosen_vm, options_form, plan_for
 from webui.wizard.models import LAST_STEP, STEPS, WizardState
 from webui.wizard.review import candidates, review
 from webui.wizard.views.common import error_text, get_host
@@ -123,10 +123,11 @@ def _vm(request: HttpRequest, state: WizardState, snapshot: Snapshot) -> dict[st
 
 
 def _give(request: HttpRequest, state: WizardState, snapshot: Snapshot) -> dict[str, Any]:
-    vms = snapshot.vm_inventory
+    vms, inventory = snapshot.vm_inventory, snapshots.inventory_of(snapshot)
     chosen = chosen_vm(vms, request.GET.get("vm") or state.vm)
-    plan = plan_for(snapshots.inventory_of(snapshot), vms, chosen, state.device) if chosen else None
-    return {"vms": vms, "chosen": chosen, "plan": plan, "vm_job": state.vm_job}
+    options = options_form(request.GET, inventory, state.device)  # primary GPU, ROM file: in the URL, not saved
+    plan = plan_for(inventory, vms, chosen, state.device, options) if chosen else None
+    return {"vms": vms, "chosen": chosen, "plan": plan, "vm_job": state.vm_job, "attach_options": options}
 
 
 STEP_CONTEXT = {1: _check, 2: _pick, 3: _plan, 4: _apply, 5: _vm}

@@ -21,7 +21,7 @@ from webui.hosts.models import Snapshot
 from webui.jobs.models import Action, State
 from webui.wizard import snapshots
 from webui.wizard.forms import AcknowledgeForm, NewVmForm, PickForm, PlanForm, TargetForm
-from webui.wizard.give import chosen_vm
+from webui.wizard.give import chosen_vm, options_form
 from webui.wizard.models import STEPS, WizardState
 from webui.wizard.review import Review, candidates, review
 from webui.wizard.views.common import error_text, get_host, run_job
@@ -231,10 +231,14 @@ def _give(request: HttpRequest, state: WizardState, snapshot: Snapshot) -> int:
     if not state.device:
         messages.error(request, "Pick a device first (step 2).")
         return 5
+    options = options_form(request.POST, snapshots.inventory_of(snapshot), state.device)
+    if options.refusal():
+        messages.error(request, f"Nothing was attached: {options.refusal()}")
+        return 5
     state.vm_job = run_job(
         request, host=state.host, action=Action.VM_ATTACH, targets=[state.device],
         parameters={"vm": vm.ref, "live": None, "confirm": state.confirm or None,
-                    "fingerprint": request.POST.get("fingerprint") or None},
+                    "fingerprint": request.POST.get("fingerprint") or None, **options.options()},
     )  # fmt: skip
     return 5
 
