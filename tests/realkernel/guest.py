@@ -14,12 +14,14 @@ not have. ``-cpu max`` under TCG offers svm to the guest.
 
 from __future__ import annotations
 
+import atexit
 import compileall
 import fcntl
 import os
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -217,17 +219,41 @@ def _write_initramfs(kernel: Kernel, target: Path) -> None:
 # set it), and compiling under TCG costs seconds per Python process: each guest runs one pytest,
 # and the worker scenario three Celery workers more. Stale files are rewritten by mtime as Python
 # itself would; __pycache__/ is ignored by git.
-_COMPILED = threading.Lock()
+_PREPARING = threading.Lock()
 _compiled_once: list[Path] = []
 
 
 def compile_checkout(repo: Path) -> None:
-    with _COMPILED:
+    with _PREPARING:
         if repo in _compiled_once:
             return
         for folder in ("passthrough", "webui", "tests"):
             compileall.compile_dir(repo / folder, quiet=2, workers=1)
         _compiled_once.append(repo)
+
+
+def migrated_database(repo: Path) -> Path:
+    """A SQLite database with every migration applied, made here once per test session.
+
+    pytest-django would create the guest's test database and run every migration inside
+    the guest first: 10 to 15 s of each guest's run under TCG, against under 2 s here. The
+    guests copy this one instead (tests/realkernel_guest/conftest.py, ``django_db_setup``).
+    """
+    target = CACHE / f"migrated-{os.getpid()}.sqlite3"
+    with _PREPARING:
+        if not target.exists():
+            partial = target.with_suffix(".partial")
+            partial.unlink(missing_ok=True)
+            env = {**os.environ, "DATABASE_URL": f"sqlite:///{partial}", "DJANGO_SETTINGS_MODULE": "webui.settings"}
+            done = subprocess.run(
+                [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+                cwd=repo, env=env, capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+            if done.returncode != 0:
+                raise RuntimeError(f"migrating the guests' database failed:\n{done.stdout}{done.stderr}")
+            partial.replace(target)
+            atexit.register(target.unlink, missing_ok=True)
+    return target
 
 
 def boot(machine: Machine, script: str, timeout: float = 600, keep: bool = False) -> GuestRun:
@@ -240,7 +266,10 @@ def boot(machine: Machine, script: str, timeout: float = 600, keep: bool = False
     work = Path(tempfile.mkdtemp(prefix="guest-", dir=CACHE))
     repo = Path(__file__).resolve().parents[2]
     compile_checkout(repo)
-    (work / "run.sh").write_text(f"cd {shlex.quote(str(repo))}\n{script}\n")
+    database = migrated_database(repo)
+    (work / "run.sh").write_text(
+        f"cd {shlex.quote(str(repo))}\nexport GUEST_MIGRATED_DB={shlex.quote(str(database))}\n{script}\n"
+    )
     env_lines = {
         "GUEST_WORK": str(work),
         "GUEST_MODULES": str(kernel.modules),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pytest
 
@@ -41,3 +42,25 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         _record({"test": name, "event": "failed", "text": text, "seconds": report.duration})
     elif report.when == "call":
         _record({"test": name, "event": "passed", "seconds": report.duration})
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_blocker: object) -> None:
+    """The test database, copied from the one the host migrated (tests/realkernel/guest.py).
+
+    pytest-django's own setup would create it and run every migration here, under TCG:
+    10 to 15 s of each guest. The copy is this run's database from then on, for this process
+    and for the workers it starts (they are given its path).
+    """
+    from django.conf import settings
+    from django.db import connections
+
+    migrated = os.environ.get("GUEST_MIGRATED_DB")
+    if not migrated or not os.path.isfile(migrated):
+        raise pytest.UsageError(f"no migrated database from the host at GUEST_MIGRATED_DB={migrated!r}")
+    name = settings.DATABASES["default"]["TEST"]["NAME"]
+    shutil.copyfile(migrated, name)
+    for connection in connections.all():
+        connection.close()
+    settings.DATABASES["default"]["NAME"] = name
+    connections["default"].settings_dict["NAME"] = name
