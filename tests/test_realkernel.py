@@ -104,7 +104,7 @@ def start_scenarios(items: list[pytest.Item]) -> None:
             wanted.append(scenario)
     if _pool is None:
         _pool = ThreadPoolExecutor(max_workers=GUESTS_AT_ONCE, thread_name_prefix="guest")
-    for scenario in sorted(wanted, key=lambda s: -len(s.test_names())):
+    for scenario in sorted(wanted, key=lambda s: -s.seconds):
         if scenario.name not in _runs:
             _runs[scenario.name] = _pool.submit(run_scenario, scenario)
 

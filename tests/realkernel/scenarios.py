@@ -22,6 +22,10 @@ class Scenario:
     machine: Machine
     modules: tuple[str, ...]  # files in tests/realkernel_guest/, run by one pytest in one boot
     timeout: float = 600
+    # About how long its guest takes alone on this two-core machine (bench/realkernel.py). The
+    # guests start longest first, so the longest two do not end up one after the other on
+    # one core while the other core has finished: the wall time is then about half the sum.
+    seconds: float = 60
 
     @property
     def paths(self) -> list[Path]:
@@ -43,6 +47,7 @@ class Scenario:
 # Scenario 1: Intel VT-d, every operation.
 INTEL = Scenario(
     name="intel",
+    seconds=240,
     modules=("test_intel.py", "test_intel_worker.py"),
     machine=Machine(
         iommu="intel",
@@ -69,6 +74,7 @@ INTEL = Scenario(
 # 03, so the e1000e sits at 04.
 AMD = Scenario(
     name="amd",
+    seconds=37,
     modules=("test_amd.py",),
     # amd_iommu=on is what many guides tell AMD users to add; the kernel rejects it ("Unknown
     # option") and the readiness check must say so.
@@ -78,6 +84,7 @@ AMD = Scenario(
 # Scenario 3: no vIOMMU at all: the kernel still prints "DMAR: IOMMU enabled", with no groups.
 NO_IOMMU = Scenario(
     name="no-iommu",
+    seconds=46,
     modules=("test_no_iommu.py",),
     machine=Machine(iommu="none", devices=["e1000e,addr=03.0"], append="intel_iommu=on"),
 )
@@ -85,6 +92,7 @@ NO_IOMMU = Scenario(
 # Scenario 4: two root ports as functions of one slot, ACS off: their groups merge.
 NO_ACS = Scenario(
     name="no-acs",
+    seconds=46,
     modules=("test_no_acs.py",),
     machine=Machine(
         iommu="intel",
@@ -100,6 +108,7 @@ NO_ACS = Scenario(
 # Scenario 5: GPUs: the boot VGA that carries the console, and a second GPU with its audio.
 GPUS = Scenario(
     name="gpus",
+    seconds=55,
     modules=("test_gpus.py",),
     machine=Machine(
         iommu="intel",
@@ -119,6 +128,7 @@ GPUS = Scenario(
 # slot as one two-function card hot-plugged through QMP, and its Linux releases them.
 VM = Scenario(
     name="vm",
+    seconds=216,
     modules=("test_vm_hotplug.py",),
     machine=Machine(
         iommu="intel",
