@@ -17,6 +17,9 @@ Three kinds of VM, one model (:mod:`passthrough.vms.model`):
 :mod:`passthrough.vms.give` holds the operations the worker runs (attach, detach, undo,
 define), in the shape of :mod:`passthrough.ops`: validate against the live host, act,
 verify, roll back on failure, and keep the configuration before and after for undo.
+:mod:`passthrough.vms.validate` holds the checks every attach makes, and
+:mod:`~passthrough.vms.romfile` the one a ROM file passes before root hands it to a VM
+(a regular file inside the hypervisors' own firmware directories).
 
 May import: ``passthrough.host``, ``passthrough.errors``, ``passthrough.pci``,
 ``passthrough.configgen`` and ``passthrough.ops``; nothing in passthrough imports it but the CLI.
