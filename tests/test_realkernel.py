@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,12 +39,13 @@ class ScenarioRun:
     problem: str | None = None
 
 
-def guest_script(scenario: Scenario) -> str:
+def guest_script(scenario: Scenario, prepared: dict[str, str] | None = None) -> str:
     # faulthandler_timeout: a test stuck for 2 minutes prints every thread's stack to output.log.
     extra = os.environ.get("PASSTHROUGH_GUEST_PYTEST_ARGS", "")
+    exports = "".join(f" {name}={shlex.quote(value)}" for name, value in (prepared or {}).items())
     return (
         "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root "
-        "PYTHONDONTWRITEBYTECODE=1 PASSTHROUGH_GUEST=1 PASSTHROUGH_WATCH_UDEV=false\n"
+        f"PYTHONDONTWRITEBYTECODE=1 PASSTHROUGH_GUEST=1 PASSTHROUGH_WATCH_UDEV=false{exports}\n"
         'GUEST_RESULTS="$(dirname "$0")/results.jsonl"; export GUEST_RESULTS\n'
         # No udev in the guest: load each device's driver by its modalias, as udev's coldplug does.
         'for alias in /sys/bus/pci/devices/*/modalias; do modprobe -q "$(cat "$alias")" 2>/dev/null; done\n'
@@ -73,9 +75,12 @@ def parse_results(text: str) -> dict[str, Outcome]:
 
 def run_scenario(scenario: Scenario) -> ScenarioRun:
     try:
-        run = boot(scenario.machine, guest_script(scenario), timeout=scenario.timeout)
+        prepared = scenario.prepare() if scenario.prepare is not None else None
+        run = boot(scenario.machine, guest_script(scenario, prepared), timeout=scenario.timeout)
     except KernelUnavailable as error:
         return ScenarioRun(None, problem=f"no kernel to boot: {error}")
+    except (RuntimeError, OSError) as error:  # what the host prepares for the guest (the nested VM's state)
+        return ScenarioRun(None, problem=f"preparing the guest failed: {error}")
     results = run.work / "results.jsonl"
     if results.exists():
         result = ScenarioRun(run, parse_results(results.read_text()))

@@ -8,10 +8,14 @@ kernel in the order it enumerates: 01, 02, …), so the guest tests can name the
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.realkernel import nested
 from tests.realkernel.guest import Machine
+
+NESTED_PORTS = 3  # the vm scenario's nested VM: its empty root ports (rp1, rp2, rp3)
 
 GUEST_TESTS = Path(__file__).resolve().parents[1] / "realkernel_guest"
 
@@ -26,6 +30,8 @@ class Scenario:
     # guests start longest first, so the longest two do not end up one after the other on
     # one core while the other core has finished: the wall time is then about half the sum.
     seconds: float = 60
+    # What the host prepares before the guest boots, as environment variables for its tests.
+    prepare: Callable[[], dict[str, str]] | None = None
 
     @property
     def paths(self) -> list[Path]:
@@ -128,13 +134,14 @@ GPUS = Scenario(
 # slot as one two-function card hot-plugged through QMP, and its Linux releases them.
 VM = Scenario(
     name="vm",
-    seconds=216,
+    seconds=118,
     modules=("test_vm_hotplug.py",),
     machine=Machine(
         iommu="intel",
         devices=["e1000e,addr=03.0", "ich9-intel-hda,id=hda0,addr=05.0,multifunction=on", "qemu-xhci,addr=05.1"],
     ),
-    timeout=1800,  # the nested Linux alone takes a minute to boot under nested TCG, up to 10 on a busy machine
+    timeout=1800,  # room for the fallback: booting the nested Linux inside, minutes under nested TCG
+    prepare=lambda: {"GUEST_NESTED_STATE": str(nested.save_state(ports=NESTED_PORTS))},
 )
 
 SCENARIOS = {scenario.name: scenario for scenario in (INTEL, AMD, NO_IOMMU, NO_ACS, GPUS, VM)}

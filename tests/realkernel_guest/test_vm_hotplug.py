@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import faulthandler
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -47,7 +48,10 @@ def booting() -> Iterator[NestedVm]:
     # QEMU's vfio needs the type1 IOMMU backend; with no udev in the guest nothing loads it.
     subprocess.run(["modprobe", "vfio_iommu_type1"], check=True)
     folder = Path(tempfile.mkdtemp(prefix="nested-", dir="/tmp"))
-    with NestedVm(folder, ports=3) as vm:
+    # Restored from the state the host saved at the nested Linux's ready line (nested.save_state);
+    # booted here, the slow way, only when the host gave none.
+    state = os.environ.get("GUEST_NESTED_STATE")
+    with NestedVm(folder, ports=3, state=Path(state) if state else None) as vm:
         yield vm
         print("--- nested console (tail) ---\n" + vm.text()[-4000:])
     shutil.rmtree(folder, ignore_errors=True)
@@ -59,7 +63,9 @@ def nested(booting: NestedVm, request: pytest.FixtureRequest) -> NestedVm:
     # guests), and that dump, taken while the main thread runs on, has crashed the guest's
     # Python. The boot has its own deadline, NESTED_BOOT_DEADLINE: the dump waits.
     faulthandler.cancel_dump_traceback_later()
-    print(f"phase: nested Linux up (QEMU start to its /init): {booting.wait_ready(NESTED_BOOT_DEADLINE):.1f} s")
+    seconds = booting.wait_ready(NESTED_BOOT_DEADLINE)
+    how = "restored from the host's saved state, QEMU start to running" if booting.state else "QEMU start to its /init"
+    print(f"phase: nested Linux up ({how}): {seconds:.1f} s")
     watchdog = float(request.config.getini("faulthandler_timeout") or 0)
     if watchdog > 0:
         faulthandler.dump_traceback_later(watchdog, file=sys.__stderr__)
