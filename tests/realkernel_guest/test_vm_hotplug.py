@@ -2,9 +2,10 @@
 
 The machine (tests/realkernel/scenarios.py, VM): Intel VT-d, an e1000e 00:03.0 in a group
 of its own, and an HDA controller and an xHCI controller as functions .0 and .1 of slot 05
-(one group). Inside, a nested QEMU (TCG, q35, three empty root ports, a QMP socket) boots
-the same Debian kernel (tests/realkernel/nested.py), so hot-plug and hot-unplug are
-answered by a real Linux. Every change goes through `manage.py vm` (the job the web page
+(one group). Inside, a nested QEMU (TCG, q35, three empty root ports, a QMP socket) runs
+the same Debian kernel (tests/realkernel/nested.py: booted on the host and restored here
+from the state saved at its ready line), so hot-plug and hot-unplug are answered by a real
+Linux. Every change goes through `manage.py vm` (the job the web page
 runs) and `manage.py device`; each phase is timed and printed. Every test gives the
 functions back to their drivers.
 """
