@@ -117,8 +117,12 @@ def test_step_5_gives_the_gpu_to_a_libvirt_domain_shows_the_diff_first_and_undo_
         page.click(f"button:has-text('Attach to {name}')")
         expect(page.locator(".job-live")).to_contain_text("Succeeded")
         expect(row.locator(".held")).to_have_count(2)
+        # The attach job's box says "Succeeded" too: wait for the detach job's own box, not that one.
+        attach_box = page.locator(".job-live").get_attribute("id")
         row.locator(".held", has_text="01:00.0").locator("button:has-text('Detach')").click()
-        expect(page.locator(".job-live")).to_contain_text("Succeeded")
-        expect(row).to_contain_text("none")
+        detach_box = page.locator(f".job-live:not(#{attach_box})")
+        expect(detach_box).to_contain_text("Succeeded", timeout=JOB_TIMEOUT_MS)
+        # The step reloads when its job ends; the row then comes from the job's closing snapshot.
+        expect(row).to_contain_text("none", timeout=JOB_TIMEOUT_MS)
         page.screenshot(path=str(SCREENSHOTS / "vm-3-detached.png"), full_page=True)
         assert hostdev_sources(inactive_xml(domain)) == []
