@@ -158,7 +158,8 @@ def configure_signing(app: object, files: SigningFiles) -> bool:
     """Sign and verify this app's task messages with ``files``; False when it can do neither.
 
     With a key (the web app; a single-host install's worker, which shares its directory):
-    Celery's own setup. With trusted certificates and no key (a host's worker): verify
+    what Celery's ``setup_security`` registers, with the signer built at the first message
+    signed (:class:`DeferredSigner`) and reading done by :func:`_verifier`. With trusted certificates and no key (a host's worker): verify
     only, with Celery's serializer and certificate store; signing is refused, saying why.
     With neither: an ``auth`` serializer that refuses to sign or read anything, saying why:
     a process that never sends a task (migrations, checks) starts as usual, and one that
